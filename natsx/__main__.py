@@ -1,0 +1,5 @@
+import sys
+
+from natsx.cli import main
+
+sys.exit(main())

@@ -1,0 +1,777 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The client-protocol hot path: parse, match, deliver — compiled twin of ``core_py``.
+
+Theory of operation
+-------------------
+A ``Client`` is one connection's protocol state: its parser position, its options
+(headers, echo, verbose, pedantic, no_responders), its counters and its outbound buffer.
+Bytes read from the socket go in with ``feed()``; ``next_event()`` then walks every
+complete frame. Control operations (CONNECT, SUB, UNSUB, PING, PONG, INFO, +OK, -ERR)
+come back to Python as tuples, one at a time, so the server applies them in order.
+PUB and HPUB frames never reach Python when the client is attached to a ``Router``:
+they are matched in the account's sublist and every delivery is appended, as a ready
+MSG/HMSG frame, to the receiving client's outbound buffer. Receivers whose buffer went
+from empty to non-empty are listed once in ``Router.touched``; the server flushes each
+of them once per read batch.
+
+Deliveries to internal subscribers (system services, JetStream) are queued as tuples in
+``Router.internal`` for Python to dispatch after the batch; subscriptions that reached
+their auto-unsubscribe limit are listed in ``Router.expired``; clients whose pending
+bytes passed ``max_pending`` are flagged ``slow`` and listed in ``Router.touched`` so
+the server closes them. Nothing here does I/O or reads a clock.
+
+Without a router (client-side tools, tests), PUB/HPUB frames come back as events too,
+which makes this the sans-IO server-side parser of ``natsx.protocol``.
+"""
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcpy, memcmp
+from libc.stdint cimport uint64_t
+
+from natsx._speedups._sublist cimport Sublist, SublistResult, Subscription
+
+# Event kinds returned by next_event(); the same numbers in core_py.
+DEF _EV_CONNECT = 1
+DEF _EV_SUB = 2
+DEF _EV_UNSUB = 3
+DEF _EV_PING = 4
+DEF _EV_PONG = 5
+DEF _EV_INFO = 6
+DEF _EV_OK = 7
+DEF _EV_ERR = 8
+DEF _EV_PUB = 9
+DEF _EV_CLOSE = 10
+
+EV_CONNECT = _EV_CONNECT
+EV_SUB = _EV_SUB
+EV_UNSUB = _EV_UNSUB
+EV_PING = _EV_PING
+EV_PONG = _EV_PONG
+EV_INFO = _EV_INFO
+EV_OK = _EV_OK
+EV_ERR = _EV_ERR
+EV_PUB = _EV_PUB
+EV_CLOSE = _EV_CLOSE
+
+# Close reasons carried by EV_CLOSE (the /connz reason strings of the Go server).
+REASON_PROTOCOL = "Protocol Violation"
+REASON_PARSE = "Parse Error"
+REASON_AUTH = "Authentication Failure"
+REASON_MAX_PAYLOAD = "Maximum Payload Exceeded"
+REASON_MAX_CONTROL_LINE = "Maximum Control Line Exceeded"
+REASON_CLIENT_CLOSED = "Client Closed"
+
+ERR_UNKNOWN_OP = "Unknown Protocol Operation"
+ERR_AUTH = "Authorization Violation"
+ERR_MAX_PAYLOAD = "Maximum Payload Violation"
+ERR_MAX_CONTROL_LINE = "maximum control line exceeded"
+
+cdef bytes _OK = b"+OK\r\n"
+cdef bytes _CRLF = b"\r\n"
+
+# States between calls: where the next frame starts being parsed.
+DEF ST_OP = 0        # at the start of a frame
+DEF ST_CLOSED = 1    # a protocol error happened; everything after is ignored
+
+
+cdef inline bint _is_space(unsigned char c) nogil:
+    return c == 32 or c == 9
+
+
+cdef inline unsigned char _upper(unsigned char c) nogil:
+    if 97 <= c <= 122:
+        return c - 32
+    return c
+
+
+cdef inline Py_ssize_t _parse_size(const unsigned char* p, Py_ssize_t n) nogil:
+    # Go's parseSize: 1 to 9 decimal digits, else -1.
+    cdef Py_ssize_t i, v = 0
+    if n <= 0 or n > 9:
+        return -1
+    for i in range(n):
+        if p[i] < 48 or p[i] > 57:
+            return -1
+        v = v * 10 + (p[i] - 48)
+    return v
+
+
+cdef inline int _split_args(const unsigned char* p, Py_ssize_t n,
+                            Py_ssize_t* starts, Py_ssize_t* lens, int maxargs) nogil:
+    # Splits on spaces, tabs, CR and LF like Go's splitArg; returns the count, or
+    # maxargs + 1 when there are more arguments than fit.
+    cdef int count = 0
+    cdef Py_ssize_t i, start = -1
+    cdef unsigned char c
+    for i in range(n):
+        c = p[i]
+        if c == 32 or c == 9 or c == 13 or c == 10:
+            if start >= 0:
+                if count == maxargs:
+                    return maxargs + 1
+                starts[count] = start
+                lens[count] = i - start
+                count += 1
+                start = -1
+        elif start < 0:
+            start = i
+    if start >= 0:
+        if count == maxargs:
+            return maxargs + 1
+        starts[count] = start
+        lens[count] = n - start
+        count += 1
+    return count
+
+
+cdef inline bint _has_prefix(const unsigned char* p, Py_ssize_t n, const char* prefix, Py_ssize_t plen) nogil:
+    return n > plen and memcmp(p, prefix, plen) == 0
+
+
+cdef inline bint _is_literal_valid(const unsigned char* p, Py_ssize_t n) nogil:
+    # Go's IsValidLiteralSubject: non-empty tokens, no whitespace, no wildcard tokens.
+    cdef Py_ssize_t i, tstart = 0
+    cdef unsigned char c
+    if n == 0:
+        return False
+    for i in range(n + 1):
+        if i == n or p[i] == 46:
+            if i == tstart:
+                return False
+            if i - tstart == 1 and (p[tstart] == 42 or p[tstart] == 62):
+                return False
+            tstart = i + 1
+        else:
+            c = p[i]
+            if c == 32 or c == 9 or c == 13 or c == 10 or c == 12:
+                return False
+    return True
+
+
+cdef class Router:
+    """Shared by every client of one worker: what a read batch left for Python to do."""
+
+    cdef public list touched      # clients whose outbound buffer needs a flush (or close)
+    cdef public list internal     # (sub, subject, reply, headers, payload, publisher)
+    cdef public list expired      # subscriptions that reached their auto-unsubscribe max
+    cdef public unsigned long long in_msgs
+    cdef public unsigned long long in_bytes
+    cdef public unsigned long long out_msgs
+    cdef public unsigned long long out_bytes
+    cdef public unsigned long long slow_consumers
+    cdef uint64_t _rand
+
+    def __init__(self, seed=0x9E3779B97F4A7C15):
+        self.touched = []
+        self.internal = []
+        self.expired = []
+        self._rand = <uint64_t>seed or 1
+
+    cdef inline uint64_t rand(self):
+        # xorshift64*: queue member selection needs speed, not cryptographic quality.
+        cdef uint64_t x = self._rand
+        x ^= x >> 12
+        x ^= x << 25
+        x ^= x >> 27
+        self._rand = x
+        return x * <uint64_t>0x2545F4914F6CDD1D
+
+
+cdef class Client:
+    """One connection's protocol state, outbound buffer and counters."""
+
+    # identity and options (set by the server)
+    cdef public long long cid
+    cdef public object router            # Router or None
+    cdef public object sublist           # the account's Sublist
+    cdef public object account           # opaque to the hot path
+    cdef public bint headers
+    cdef public bint echo
+    cdef public bint verbose
+    cdef public bint pedantic
+    cdef public bint no_responders
+    cdef public bint internal            # deliveries are queued to Router.internal
+    cdef public bint auth_pending        # any op but CONNECT is an Authorization Violation
+    cdef public bint closed
+    cdef public bint slow
+    cdef public bint flush_pending
+    cdef public long long max_payload
+    cdef public long long max_control_line
+    cdef public long long max_pending
+    cdef public long long inflight        # bytes taken for sending but not yet written
+    cdef public object perm_pub           # None, or an object with allowed(subject) -> bool
+    cdef public object perm_deliver       # None, or an object with allowed(subject, queue) -> bool
+    cdef public dict subs                 # sid -> Subscription, maintained by the server
+    cdef public object conn               # the server's connection object
+    # counters
+    cdef public unsigned long long in_msgs
+    cdef public unsigned long long in_bytes
+    cdef public unsigned long long out_msgs
+    cdef public unsigned long long out_bytes
+    # outbound buffer
+    cdef char* _obuf
+    cdef Py_ssize_t _olen
+    cdef Py_ssize_t _ocap
+    # parser input
+    cdef object _buf                      # bytes or bytearray being parsed
+    cdef Py_ssize_t _pos
+    cdef bytearray _acc                   # holds an incomplete frame between reads
+    cdef int _state
+    # last match memo
+    cdef bytes _last_subject
+    cdef SublistResult _last_result
+    cdef unsigned long long _last_genid
+    cdef dict _perm_cache
+
+    def __cinit__(self):
+        self._ocap = 0
+        self._olen = 0
+        self._obuf = NULL
+
+    def __dealloc__(self):
+        if self._obuf != NULL:
+            free(self._obuf)
+
+    def __init__(self, cid=0, router=None, sublist=None):
+        self.cid = cid
+        self.router = router
+        self.sublist = sublist
+        self.headers = False
+        self.echo = True
+        self.verbose = True
+        self.pedantic = True
+        self.no_responders = False
+        self.internal = False
+        self.auth_pending = False
+        self.closed = False
+        self.slow = False
+        self.flush_pending = False
+        self.max_payload = 1048576
+        self.max_control_line = 4096
+        self.max_pending = 67108864
+        self.inflight = 0
+        self.perm_pub = None
+        self.perm_deliver = None
+        self.subs = {}
+        self._buf = b""
+        self._pos = 0
+        self._acc = bytearray()
+        self._state = ST_OP
+        self._last_subject = None
+        self._last_result = None
+        self._last_genid = 0
+        self._perm_cache = {}
+
+    # ------------------------------------------------------------------ outbound
+
+    cdef int _reserve(self, Py_ssize_t extra) except -1:
+        cdef Py_ssize_t need = self._olen + extra
+        cdef Py_ssize_t cap
+        cdef char* nb
+        if need <= self._ocap:
+            return 0
+        cap = self._ocap * 2 if self._ocap else 4096
+        while cap < need:
+            cap *= 2
+        nb = <char*>realloc(self._obuf, cap)
+        if nb == NULL:
+            raise MemoryError()
+        self._obuf = nb
+        self._ocap = cap
+        return 0
+
+    cdef inline void _put(self, const void* p, Py_ssize_t n) noexcept:
+        memcpy(self._obuf + self._olen, p, n)
+        self._olen += n
+
+    cdef inline void _put_int(self, Py_ssize_t v) noexcept:
+        cdef char tmp[24]
+        cdef int k = 0
+        if v == 0:
+            self._obuf[self._olen] = 48
+            self._olen += 1
+            return
+        while v > 0:
+            tmp[k] = <char>(48 + v % 10)
+            v //= 10
+            k += 1
+        while k > 0:
+            k -= 1
+            self._obuf[self._olen] = tmp[k]
+            self._olen += 1
+
+    cdef inline void _touch(self):
+        if not self.flush_pending:
+            self.flush_pending = True
+            (<Router>self.router).touched.append(self)
+
+    cpdef queue(self, bytes data):
+        """Appends raw protocol bytes (INFO, PONG, -ERR ...) to the outbound buffer."""
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        self._reserve(n)
+        self._put(PyBytes_AS_STRING(data), n)
+
+    cpdef bytes take_output(self):
+        """Returns everything queued for sending and empties the buffer."""
+        cdef bytes out = PyBytes_FromStringAndSize(self._obuf, self._olen)
+        self._olen = 0
+        if self._ocap > 1048576:
+            # Give back memory after a burst; the next burst grows it again.
+            free(self._obuf)
+            self._obuf = NULL
+            self._ocap = 0
+        return out
+
+    @property
+    def pending_bytes(self):
+        return self._olen + self.inflight
+
+    @property
+    def out_len(self):
+        return self._olen
+
+    cdef bint _over_pending(self, Py_ssize_t extra):
+        if self._olen + self.inflight + extra > self.max_pending:
+            if not self.slow:
+                self.slow = True
+                if self.router is not None:
+                    (<Router>self.router).slow_consumers += 1
+                self._touch()
+            return True
+        return False
+
+    cdef void _send_err(self, str text):
+        self.queue(b"-ERR '" + text.encode() + b"'\r\n")
+        if self.router is not None:
+            self._touch()
+
+    # ------------------------------------------------------------------ delivery
+
+    cdef bint _deliver(self, Subscription sub, const unsigned char* subj, Py_ssize_t slen,
+                       const unsigned char* reply, Py_ssize_t rlen,
+                       const unsigned char* hdr, Py_ssize_t hlen,
+                       const unsigned char* pay, Py_ssize_t plen) except -1:
+        # self is the publisher; sub.client receives.
+        cdef Client c = <Client>sub.client
+        cdef Py_ssize_t total, msize
+        cdef bytes sid
+        cdef Router router = <Router>self.router
+        if c is None or (c is self and not c.echo) or sub.closed or c.closed:
+            return False
+        if c.perm_deliver is not None:
+            if not c.perm_deliver.allowed(PyBytes_FromStringAndSize(<char*>subj, slen), sub.queue):
+                return False
+        sub.delivered += 1
+        if sub.max_msgs > 0:
+            if sub.delivered == sub.max_msgs:
+                router.expired.append(sub)
+            elif sub.delivered > sub.max_msgs:
+                return False
+        if c.internal:
+            router.internal.append((
+                sub,
+                PyBytes_FromStringAndSize(<char*>subj, slen),
+                PyBytes_FromStringAndSize(<char*>reply, rlen) if rlen else None,
+                PyBytes_FromStringAndSize(<char*>hdr, hlen) if hlen else None,
+                PyBytes_FromStringAndSize(<char*>pay, plen),
+                self,
+            ))
+            c.out_msgs += 1
+            c.out_bytes += hlen + plen
+            return True
+        sid = sub.sid
+        if hlen and not c.headers:
+            hlen = 0
+        msize = hlen + plen
+        total = slen + PyBytes_GET_SIZE(sid) + rlen + msize + 48
+        if c._over_pending(total):
+            return False
+        c._reserve(total)
+        if hlen:
+            c._put(b"HMSG ", 5)
+        else:
+            c._put(b"MSG ", 4)
+        c._put(subj, slen)
+        c._obuf[c._olen] = 32
+        c._olen += 1
+        c._put(PyBytes_AS_STRING(sid), PyBytes_GET_SIZE(sid))
+        c._obuf[c._olen] = 32
+        c._olen += 1
+        if rlen:
+            c._put(reply, rlen)
+            c._obuf[c._olen] = 32
+            c._olen += 1
+        if hlen:
+            c._put_int(hlen)
+            c._obuf[c._olen] = 32
+            c._olen += 1
+        c._put_int(msize)
+        c._put(b"\r\n", 2)
+        if hlen:
+            c._put(hdr, hlen)
+        c._put(pay, plen)
+        c._put(b"\r\n", 2)
+        c.out_msgs += 1
+        c.out_bytes += msize
+        router.out_msgs += 1
+        router.out_bytes += msize
+        c._touch()
+        return True
+
+    cdef int _route(self, const unsigned char* subj, Py_ssize_t slen,
+                    const unsigned char* reply, Py_ssize_t rlen,
+                    const unsigned char* hdr, Py_ssize_t hlen,
+                    const unsigned char* pay, Py_ssize_t plen) except -1:
+        cdef Router router = <Router>self.router
+        cdef SublistResult r
+        cdef Sublist sl = <Sublist>self.sublist
+        cdef bytes subject
+        cdef Subscription sub
+        cdef list qgroup
+        cdef Py_ssize_t i, n, start, k
+        cdef bint did = False
+        cdef object allowed
+
+        self.in_msgs += 1
+        self.in_bytes += hlen + plen
+        router.in_msgs += 1
+        router.in_bytes += hlen + plen
+
+        # Publishing to a gateway-routed reply subject is never allowed to clients.
+        if _has_prefix(subj, slen, "_GR_.", 5):
+            self._send_err('Permissions Violation for Publish to "%s"'
+                           % (<bytes>PyBytes_FromStringAndSize(<char*>subj, slen)).decode("utf-8", "replace"))
+            return 0
+
+        # Match, memoising the last subject so a steady stream costs one memcmp.
+        subject = self._last_subject
+        if (subject is not None and PyBytes_GET_SIZE(subject) == slen
+                and memcmp(PyBytes_AS_STRING(subject), subj, slen) == 0
+                and self._last_genid == sl.genid):
+            r = self._last_result
+        else:
+            subject = PyBytes_FromStringAndSize(<char*>subj, slen)
+            if self.perm_pub is not None:
+                allowed = self._perm_cache.get(subject)
+                if allowed is None:
+                    allowed = bool(self.perm_pub.allowed(subject))
+                    if len(self._perm_cache) > 4096:
+                        self._perm_cache.clear()
+                    self._perm_cache[subject] = allowed
+                if not allowed:
+                    self._send_err('Permissions Violation for Publish to "%s"'
+                                   % subject.decode("utf-8", "replace"))
+                    return 0
+            if slen > 5 and memcmp(subj, b"$NRG.", 5) == 0 and not getattr(self.account, "is_system", False):
+                self._send_err('Permissions Violation for Publish to "%s"'
+                               % subject.decode("utf-8", "replace"))
+                return 0
+            r = sl.match(subject)
+            self._last_subject = subject
+            self._last_result = r
+            self._last_genid = sl.genid
+
+        if rlen and (_has_prefix(reply, rlen, "_R_.", 4) or _has_prefix(reply, rlen, "$JS.ACK.", 8)
+                     or _has_prefix(reply, rlen, "_GR_.", 5)):
+            self._send_err('Permissions Violation for Publish with Reply of "%s"'
+                           % (<bytes>PyBytes_FromStringAndSize(<char*>reply, rlen)).decode("utf-8", "replace"))
+            return 0
+
+        if self.verbose:
+            self.queue(_OK)
+            self._touch()
+
+        n = len(r.psubs)
+        for i in range(n):
+            if self._deliver(<Subscription>r.psubs[i], subj, slen, reply, rlen, hdr, hlen, pay, plen):
+                did = True
+        for qgroup in r.qsubs:
+            n = len(qgroup)
+            if n == 0:
+                continue
+            start = <Py_ssize_t>(router.rand() % <uint64_t>n)
+            for k in range(n):
+                i = (start + k) % n
+                if self._deliver(<Subscription>qgroup[i], subj, slen, reply, rlen, hdr, hlen, pay, plen):
+                    did = True
+                    break
+
+        if not did and rlen and self.no_responders:
+            self._no_responders(subj, slen, reply, rlen)
+        return 0
+
+    cdef _no_responders(self, const unsigned char* subj, Py_ssize_t slen,
+                        const unsigned char* reply, Py_ssize_t rlen):
+        # As processInboundClientMsg: a 503 status to the requester's own reply subscription.
+        cdef bytes rep = PyBytes_FromStringAndSize(<char*>reply, rlen)
+        cdef bytes subject = PyBytes_FromStringAndSize(<char*>subj, slen)
+        cdef SublistResult r = (<Sublist>self.sublist).match(rep)
+        cdef Subscription sub
+        cdef Py_ssize_t hl
+        for sub in r.psubs:
+            if sub.client is self:
+                hl = 32 + slen
+                self.queue(b"HMSG %s %s %d %d\r\nNATS/1.0 503\r\nNats-Subject: %s\r\n\r\n\r\n"
+                           % (rep, sub.sid, hl, hl, subject))
+                self._touch()
+                return
+
+    # ------------------------------------------------------------------ parsing
+
+    def feed(self, data):
+        """Adds bytes read from the connection; call next_event() until it returns None."""
+        cdef Py_ssize_t n = len(data)
+        if n == 0 or self._state == ST_CLOSED:
+            return
+        if self._buf is self._acc:
+            if self._pos:
+                del self._acc[:self._pos]
+                self._pos = 0
+            self._acc.extend(data)
+        elif self._pos < len(self._buf):
+            self._acc.extend(self._buf[self._pos:])
+            self._acc.extend(data)
+            self._buf = self._acc
+            self._pos = 0
+        else:
+            self._buf = data if type(data) is bytes else bytes(data)
+            self._pos = 0
+
+    cdef _park(self):
+        # Keep the unparsed tail for the next feed(): copy it out of a caller's bytes.
+        if self._buf is self._acc:
+            if self._pos:
+                del self._acc[:self._pos]
+        else:
+            self._acc.extend(self._buf[self._pos:])
+            self._buf = self._acc
+        self._pos = 0
+
+    cdef tuple _close(self, str err, str reason):
+        self._state = ST_CLOSED
+        self._buf = b""
+        self._pos = 0
+        del self._acc[:]
+        return (_EV_CLOSE, err, reason)
+
+    def next_event(self):
+        """Parses frames until a control event; returns it, or None when more data is needed.
+
+        PUB/HPUB are routed inline when a router is attached, otherwise returned as
+        (EV_PUB, subject, reply, headers, payload).
+        """
+        cdef const unsigned char* p
+        cdef Py_ssize_t n, pos, i, j, nl, astart, aend, size, hsize, need
+        cdef Py_ssize_t starts[5]
+        cdef Py_ssize_t lens[5]
+        cdef int nargs, op
+        cdef unsigned char c0, c1
+        cdef object buf
+        cdef bint routed = self.router is not None
+
+        if self._state == ST_CLOSED:
+            return None
+        buf = self._buf
+        if type(buf) is bytes:
+            p = <const unsigned char*>PyBytes_AS_STRING(buf)
+            n = PyBytes_GET_SIZE(buf)
+        else:
+            p = <const unsigned char*>PyByteArray_AS_STRING(buf)
+            n = PyByteArray_GET_SIZE(buf)
+        pos = self._pos
+
+        while pos < n:
+            c0 = _upper(p[pos])
+            if self.auth_pending and c0 != 67:   # 'C'
+                return self._close(ERR_AUTH, REASON_AUTH)
+            # ---- recognise the operation name exactly as Go's state machine does
+            op = 0
+            i = pos
+            if c0 == 80:      # P: PUB, PING, PONG
+                if i + 1 >= n:
+                    break
+                c1 = _upper(p[i + 1])
+                if c1 == 85:
+                    op = _EV_PUB
+                    if i + 2 >= n: break
+                    if _upper(p[i + 2]) != 66: return self._parse_error()
+                    if i + 3 >= n: break
+                    if not _is_space(p[i + 3]): return self._parse_error()
+                    j = i + 4
+                elif c1 == 73 or c1 == 79:
+                    if i + 2 >= n: break
+                    if _upper(p[i + 2]) != 78: return self._parse_error()
+                    if i + 3 >= n: break
+                    if _upper(p[i + 3]) != 71: return self._parse_error()
+                    op = _EV_PING if c1 == 73 else _EV_PONG
+                    j = i + 4
+                else:
+                    return self._parse_error()
+            elif c0 == 72:    # H: HPUB
+                j = self._match_word(p, n, i, b"HPUB", 4, True)
+                if j == -1: break
+                if j == -2: return self._parse_error()
+                op = -_EV_PUB
+            elif c0 == 83:    # S: SUB
+                j = self._match_word(p, n, i, b"SUB", 3, True)
+                if j == -1: break
+                if j == -2: return self._parse_error()
+                op = _EV_SUB
+            elif c0 == 85:    # U: UNSUB
+                j = self._match_word(p, n, i, b"UNSUB", 5, True)
+                if j == -1: break
+                if j == -2: return self._parse_error()
+                op = _EV_UNSUB
+            elif c0 == 67:    # C: CONNECT (spaces after it are optional)
+                j = self._match_word(p, n, i, b"CONNECT", 7, False)
+                if j == -1: break
+                if j == -2: return self._parse_error()
+                op = _EV_CONNECT
+            elif c0 == 73:    # I: INFO
+                j = self._match_word(p, n, i, b"INFO", 4, False)
+                if j == -1: break
+                if j == -2: return self._parse_error()
+                op = _EV_INFO
+            elif c0 == 43:    # +OK
+                j = self._match_word(p, n, i, b"+OK", 3, False)
+                if j == -1: break
+                if j == -2: return self._parse_error()
+                op = _EV_OK
+            elif c0 == 45:    # -ERR
+                j = self._match_word(p, n, i, b"-ERR", 4, True)
+                if j == -1: break
+                if j == -2: return self._parse_error()
+                op = _EV_ERR
+            else:
+                return self._parse_error()
+
+            # ---- skip separators, then find the end of the control line
+            while j < n and _is_space(p[j]):
+                j += 1
+            astart = j
+            nl = -1
+            while j < n:
+                if p[j] == 10:
+                    nl = j
+                    break
+                j += 1
+            if nl < 0:
+                if (op != _EV_PING and op != _EV_PONG and op != _EV_OK
+                        and n - astart > self.max_control_line):
+                    return self._max_control_line()
+                break
+            aend = nl
+            if aend > astart and p[aend - 1] == 13:
+                aend -= 1
+            if aend - astart > self.max_control_line and op != _EV_PING and op != _EV_PONG and op != _EV_OK:
+                return self._max_control_line()
+
+            if op == _EV_PUB or op == -_EV_PUB:
+                # ---- PUB subject [reply] size  /  HPUB subject [reply] hdr total
+                nargs = _split_args(p + astart, aend - astart, starts, lens, 4)
+                hsize = 0
+                if op == _EV_PUB:
+                    if nargs == 2:
+                        size = _parse_size(p + astart + starts[1], lens[1])
+                    elif nargs == 3:
+                        size = _parse_size(p + astart + starts[2], lens[2])
+                    else:
+                        return self._close(None, REASON_PROTOCOL)
+                    if size < 0:
+                        return self._close(None, REASON_PROTOCOL)
+                else:
+                    if not self.headers:
+                        return self._close(None, REASON_PROTOCOL)
+                    if nargs == 3:
+                        hsize = _parse_size(p + astart + starts[1], lens[1])
+                        size = _parse_size(p + astart + starts[2], lens[2])
+                    elif nargs == 4:
+                        hsize = _parse_size(p + astart + starts[2], lens[2])
+                        size = _parse_size(p + astart + starts[3], lens[3])
+                    else:
+                        return self._close(None, REASON_PROTOCOL)
+                    if hsize < 0 or size < 0 or hsize > size:
+                        return self._close(None, REASON_PROTOCOL)
+                if self.max_payload >= 0 and size > self.max_payload:
+                    return self._close(ERR_MAX_PAYLOAD, REASON_MAX_PAYLOAD)
+                need = nl + 1 + size + 2
+                if need > n:
+                    # Complain about a bad subject only once, when the frame is whole.
+                    break
+                if p[need - 2] != 13 or p[need - 1] != 10:
+                    return self._parse_error()
+                if self.pedantic and not _is_literal_valid(p + astart + starts[0], lens[0]):
+                    self._send_err("Invalid Publish Subject")
+                self._pos = need
+                if routed:
+                    if nargs == (2 if op == _EV_PUB else 3):
+                        self._route(p + astart + starts[0], lens[0], NULL, 0,
+                                    p + nl + 1, hsize, p + nl + 1 + hsize, size - hsize)
+                    else:
+                        self._route(p + astart + starts[0], lens[0], p + astart + starts[1], lens[1],
+                                    p + nl + 1, hsize, p + nl + 1 + hsize, size - hsize)
+                    pos = need
+                    continue
+                return (_EV_PUB,
+                        PyBytes_FromStringAndSize(<char*>p + astart + starts[0], lens[0]),
+                        PyBytes_FromStringAndSize(<char*>p + astart + starts[1], lens[1])
+                        if nargs == (3 if op == _EV_PUB else 4) else None,
+                        PyBytes_FromStringAndSize(<char*>p + nl + 1, hsize) if op != _EV_PUB else None,
+                        PyBytes_FromStringAndSize(<char*>p + nl + 1 + hsize, size - hsize))
+
+            self._pos = nl + 1
+            if op == _EV_PING or op == _EV_PONG or op == _EV_OK:
+                return (op,)
+            if op == _EV_SUB:
+                nargs = _split_args(p + astart, aend - astart, starts, lens, 3)
+                if nargs == 2:
+                    return (_EV_SUB, PyBytes_FromStringAndSize(<char*>p + astart + starts[0], lens[0]),
+                            None, PyBytes_FromStringAndSize(<char*>p + astart + starts[1], lens[1]))
+                if nargs == 3:
+                    return (_EV_SUB, PyBytes_FromStringAndSize(<char*>p + astart + starts[0], lens[0]),
+                            PyBytes_FromStringAndSize(<char*>p + astart + starts[1], lens[1]),
+                            PyBytes_FromStringAndSize(<char*>p + astart + starts[2], lens[2]))
+                return self._close(None, REASON_PROTOCOL)
+            if op == _EV_UNSUB:
+                nargs = _split_args(p + astart, aend - astart, starts, lens, 2)
+                if nargs == 1:
+                    return (_EV_UNSUB, PyBytes_FromStringAndSize(<char*>p + astart + starts[0], lens[0]), -1)
+                if nargs == 2:
+                    return (_EV_UNSUB, PyBytes_FromStringAndSize(<char*>p + astart + starts[0], lens[0]),
+                            _parse_size(p + astart + starts[1], lens[1]))
+                return self._close(None, REASON_PROTOCOL)
+            # CONNECT, INFO, -ERR carry the rest of the line
+            return (op, PyBytes_FromStringAndSize(<char*>p + astart, aend - astart))
+
+        self._pos = pos
+        self._park()
+        return None
+
+    cdef Py_ssize_t _match_word(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t i,
+                                const char* word, Py_ssize_t wlen, bint need_space):
+        # -1: need more data; -2: mismatch; otherwise the index after the word.
+        cdef Py_ssize_t k
+        for k in range(wlen):
+            if i + k >= n:
+                return -1
+            if _upper(p[i + k]) != <unsigned char>word[k]:
+                return -2
+        if need_space:
+            if i + wlen >= n:
+                return -1
+            if not _is_space(p[i + wlen]):
+                return -2
+        return i + wlen
+
+    cdef tuple _parse_error(self):
+        return self._close(ERR_UNKNOWN_OP, REASON_PARSE)
+
+    cdef tuple _max_control_line(self):
+        return self._close(ERR_MAX_CONTROL_LINE, REASON_MAX_CONTROL_LINE)
+
+    def reset_match_memo(self):
+        """Forgets the memoised match, e.g. when the client moves to another account."""
+        self._last_subject = None
+        self._last_result = None
+        self._perm_cache = {}

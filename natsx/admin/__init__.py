@@ -1,0 +1,1 @@
+"""The admin process: the monitoring HTTP endpoints, served by uvicorn + starlette."""

@@ -1,0 +1,31 @@
+"""Entry point of the admin process: uvicorn serving the starlette monitoring app."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+
+from natsx.admin.app import Monitor, create_app
+from natsx.server.control import AdminLink
+
+
+def run_admin(options, *, server_id: str, start_time: float, listener: socket.socket,
+              controls: list[socket.socket]) -> int:
+    import uvicorn
+
+    monitor = Monitor(options, server_id, [AdminLink(s) for s in controls], start_time)
+    app = create_app(monitor)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+        for sig in (signal.SIGHUP, signal.SIGUSR2):
+            loop.add_signal_handler(sig, lambda: None)
+        await server.serve(sockets=[listener])
+
+    asyncio.run(main())
+    return 0

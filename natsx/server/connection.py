@@ -1,0 +1,366 @@
+"""One client connection: the read loop, the writer, the ping timer and control operations.
+
+Theory of operation
+-------------------
+The socket is a plain non-blocking stdlib socket; trio only tells us when it is readable
+or writable. The read loop hands every read to the compiled ``Client`` core, which routes
+PUB/HPUB frames by itself and gives back control events (CONNECT, SUB, UNSUB, PING ...)
+that are handled here, in order. After each read the server flushes every connection the
+batch touched: a direct non-blocking ``send`` from the reading task, so a reply usually
+leaves in the same loop turn; whatever the kernel does not take is parked in
+``_chunks`` for this connection's writer task, which waits for writability and enforces
+the write deadline. ``Client.inflight`` mirrors the parked bytes, so a slow consumer is
+detected on pending bytes exactly as the Go server does (``max_pending``).
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import socket
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from natsx.protocol import events as ev
+
+if TYPE_CHECKING:
+    from natsx.server.worker import Server
+
+log = logging.getLogger("natsx")
+
+MIN_READ = 512
+MAX_READ = 65536 * 4
+
+# Close reasons, as /connz reports them (server/client.go ClosedState.String()).
+CLIENT_CLOSED = "Client Closed"
+AUTH_TIMEOUT = "Authentication Timeout"
+AUTH_VIOLATION = "Authentication Failure"
+SLOW_PENDING = "Slow Consumer (Pending Bytes)"
+SLOW_DEADLINE = "Slow Consumer (Write Deadline)"
+STALE = "Stale Connection"
+PROTOCOL_VIOLATION = "Protocol Violation"
+BAD_PROTOCOL = "Bad Client Protocol Version"
+MAX_CONNECTIONS = "Maximum Connections Exceeded"
+SERVER_SHUTDOWN = "Server Shutdown"
+WRITE_ERROR = "Write Error"
+READ_ERROR = "Read Error"
+MAX_SUBS = "Maximum Subscriptions Exceeded"
+
+
+class ClientConnection:
+    """A client's socket and everything the server tracks about it."""
+
+    def __init__(self, server: "Server", sock: socket.socket, cid: int) -> None:
+        self.server = server
+        self.sock = sock
+        self.cid = cid
+        self.core = server.new_client_core(cid)
+        self.core.conn = self
+        try:
+            peer = sock.getpeername()
+            self.ip, self.port = peer[0], peer[1]
+        except OSError:
+            self.ip, self.port = "", 0
+        self.start = time.time()
+        self.last_activity = self.start
+        self.stop: float | None = None
+        self.name = ""
+        self.lang = ""
+        self.version = ""
+        self.protocol = 0
+        self.user = ""
+        self.account_name = "$G"
+        self.connect_received = False
+        self.first_pong_sent = False
+        self.pings_out = 0
+        self.rtt = 0.0
+        self._ping_sent_at = 0.0
+        self._rtt_start = 0.0
+        self.nonce = ""
+        self.final_subs: list = []
+        self.closed = False
+        self.close_reason = ""
+        self._chunks: list = []
+        self._write_wakeup = trio.Event()
+        self._cancel: trio.CancelScope | None = None
+        self._read_size = MIN_READ * 8
+        self._last_client_activity = self.start
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def run(self) -> None:
+        server = self.server
+        self.queue(server.info_bytes(self))
+        self.flush()
+        if server.auth.required:
+            self.core.auth_pending = True
+        try:
+            with trio.CancelScope() as scope:
+                self._cancel = scope
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer)
+                    nursery.start_soon(self._pinger)
+                    if server.auth.required:
+                        nursery.start_soon(self._auth_timer)
+                    await self._reader()
+                    scope.cancel()
+        finally:
+            self._teardown()
+
+    def close(self, reason: str, err: str | None = None) -> None:
+        """Closes the connection, sending ``-ERR '<err>'`` first when given."""
+        if self.closed:
+            return
+        self.closed = True
+        self.core.closed = True
+        self.close_reason = reason
+        self.stop = time.time()
+        if err:
+            self.queue(b"-ERR '" + err.encode() + b"'\r\n")
+        # Best effort: push what is queued (the -ERR) before the socket goes away.
+        data = self._pending_data()
+        if data:
+            try:
+                self.sock.send(data)
+            except OSError:
+                pass
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    def _teardown(self) -> None:
+        if not self.closed:
+            self.close(CLIENT_CLOSED)
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self.server.remove_connection(self)
+
+    # ------------------------------------------------------------------ output
+
+    def queue(self, data: bytes) -> None:
+        self.core.queue(data)
+
+    def _pending_data(self) -> bytes:
+        parts = [bytes(c) for c in self._chunks]
+        self._chunks.clear()
+        self.core.inflight = 0
+        parts.append(self.core.take_output())
+        return b"".join(parts)
+
+    def flush(self) -> None:
+        """Sends what the core queued, without blocking; parks the rest for the writer."""
+        core = self.core
+        core.flush_pending = False
+        if self.closed:
+            return
+        if core.slow:
+            self.server.note_slow_consumer(self)
+            self.close(SLOW_PENDING)
+            return
+        if core.out_len == 0:
+            return
+        data = core.take_output()
+        if self._chunks:
+            self._chunks.append(data)
+            core.inflight += len(data)
+            return
+        try:
+            n = self.sock.send(data)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            self.close(WRITE_ERROR)
+            return
+        if n < len(data):
+            rest = memoryview(data)[n:]
+            self._chunks.append(rest)
+            core.inflight += len(rest)
+            self._write_wakeup.set()
+
+    async def _writer(self) -> None:
+        deadline = self.server.options.write_deadline
+        while True:
+            await self._write_wakeup.wait()
+            self._write_wakeup = trio.Event()
+            while self._chunks:
+                chunk = self._chunks[0]
+                with trio.move_on_after(deadline) as timeout:
+                    await trio.lowlevel.wait_writable(self.sock)
+                if timeout.cancelled_caught:
+                    self.server.note_slow_consumer(self)
+                    self.close(SLOW_DEADLINE)
+                    return
+                try:
+                    n = self.sock.send(chunk)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    self.close(WRITE_ERROR)
+                    return
+                self.core.inflight -= n
+                if n < len(chunk):
+                    self._chunks[0] = memoryview(chunk)[n:]
+                else:
+                    self._chunks.pop(0)
+            # Anything queued while we were blocked goes out in the same turn.
+            if self.core.out_len:
+                self.flush()
+
+    # ------------------------------------------------------------------ input
+
+    async def _reader(self) -> None:
+        sock = self.sock
+        core = self.core
+        server = self.server
+        handle = self._handle
+        while True:
+            try:
+                data = sock.recv(self._read_size)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.ECONNRESET, errno.EPIPE):
+                    log.debug("read error on cid %d: %s", self.cid, exc)
+                self.close(READ_ERROR if exc.errno != errno.ECONNRESET else CLIENT_CLOSED)
+                return
+            if not data:
+                self.close(CLIENT_CLOSED)
+                return
+            n = len(data)
+            if n == self._read_size and n < MAX_READ:
+                self._read_size *= 2
+            elif n < self._read_size // 4 and self._read_size > MIN_READ:
+                self._read_size //= 2
+            self._last_client_activity = trio.current_time()
+            self.last_activity = time.time()
+            core.feed(data)
+            while True:
+                event = core.next_event()
+                if event is None:
+                    break
+                handle(event)
+                if self.closed:
+                    break
+            server.after_batch()
+            if self.closed:
+                return
+            await trio.lowlevel.checkpoint()
+
+    def _handle(self, event: tuple) -> None:
+        kind = event[0]
+        if kind == ev.PING:
+            self.queue(b"PONG\r\n")
+            self._touch()
+            if self.connect_received and not self.first_pong_sent:
+                self.first_pong_sent = True
+                if self.protocol >= 1:
+                    self.queue(self.server.info_bytes(self, connect_info=True))
+        elif kind == ev.PONG:
+            self.pings_out = 0
+            if self._ping_sent_at:
+                self.rtt = time.monotonic() - self._ping_sent_at
+                self._ping_sent_at = 0.0
+        elif kind == ev.SUB:
+            self.server.process_sub(self, event[1], event[2], event[3])
+        elif kind == ev.UNSUB:
+            self.server.process_unsub(self, event[1], event[2])
+        elif kind == ev.CONNECT:
+            self._process_connect(event[1])
+        elif kind == ev.CLOSE:
+            if event[1] == "Authorization Violation":
+                self.server.note_auth_error(self)
+            self.close(event[2], event[1])
+        elif kind == ev.ERR:
+            log.info("client %d sent -ERR %s", self.cid, event[1].decode("utf-8", "replace"))
+            self.close("Parse Error")
+        elif kind == ev.PUB:  # only without a router (never in the server)
+            raise AssertionError("PUB reached the connection handler")
+        # +OK and INFO from a client are ignored, as in the Go server.
+
+    def _touch(self) -> None:
+        core = self.core
+        if not core.flush_pending:
+            core.flush_pending = True
+            self.server.router.touched.append(core)
+
+    # ------------------------------------------------------------------ CONNECT
+
+    def _process_connect(self, arg: bytes) -> None:
+        try:
+            opts = json.loads(arg)
+            if not isinstance(opts, dict):
+                raise ValueError("CONNECT is not an object")
+        except ValueError:
+            self.close(PROTOCOL_VIOLATION)
+            return
+        core = self.core
+        server = self.server
+        core.verbose = bool(opts.get("verbose", True))
+        core.pedantic = bool(opts.get("pedantic", True))
+        core.echo = bool(opts.get("echo", True))
+        headers = bool(opts.get("headers", False)) and not server.options.no_header_support
+        core.headers = headers
+        core.no_responders = bool(opts.get("no_responders", False))
+        self.name = str(opts.get("name", "") or "")
+        self.lang = str(opts.get("lang", "") or "")
+        self.version = str(opts.get("version", "") or "")
+        proto = opts.get("protocol", 0)
+        try:
+            proto = int(proto)
+        except (TypeError, ValueError):
+            proto = -1
+        self.protocol = proto
+        self.connect_received = True
+        if proto not in (0, 1):
+            self.close(BAD_PROTOCOL, "invalid client protocol")
+            return
+        if "account" in opts or "new_account" in opts:
+            server.note_auth_error(self)
+            self.close(AUTH_VIOLATION, "Authorization Violation")
+            return
+        if core.no_responders and not headers:
+            self.close(PROTOCOL_VIOLATION, "no responders requires headers support")
+            return
+        if core.auth_pending or server.auth.required:
+            user = server.auth.check(opts, self)
+            if user is None:
+                server.note_auth_error(self)
+                self.close(AUTH_VIOLATION, "Authorization Violation")
+                return
+            self.user = user
+            core.auth_pending = False
+        if core.verbose:
+            self.queue(b"+OK\r\n")
+            self._touch()
+
+    # ------------------------------------------------------------------ timers
+
+    async def _auth_timer(self) -> None:
+        await trio.sleep(self.server.auth.timeout)
+        if not self.connect_received or self.core.auth_pending:
+            self.close(AUTH_TIMEOUT, "Authentication Timeout")
+
+    async def _pinger(self) -> None:
+        opts = self.server.options
+        interval = opts.ping_interval
+        if interval <= 0:
+            return
+        while True:
+            await trio.sleep(interval)
+            now = time.monotonic()
+            need_rtt = self.rtt == 0 or now - self._rtt_start > 300
+            # Skip the ping when the client spoke recently (Go: processPingTimer).
+            if trio.current_time() - self._last_client_activity < interval and not need_rtt:
+                continue
+            if self.pings_out + 1 > opts.max_pings_out:
+                self.close(STALE, "Stale Connection")
+                return
+            self.pings_out += 1
+            self._ping_sent_at = self._rtt_start = now
+            self.queue(b"PING\r\n")
+            self.flush()

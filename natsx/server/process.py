@@ -1,0 +1,48 @@
+"""Entry point of a worker process: runs a ``Server`` on trio until told to stop."""
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+
+import trio
+
+from natsx.server import control, monitor
+from natsx.server.options import Options
+from natsx.server.worker import Server
+
+log = logging.getLogger("natsx")
+
+
+async def _signals(server: Server, nursery: trio.Nursery) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR2,
+                                   signal.SIGHUP, signal.SIGUSR1) as signals:
+        async for sig in signals:
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                server.shutdown()
+            elif sig == signal.SIGUSR2:
+                nursery.start_soon(server.lame_duck_mode)
+            elif sig == signal.SIGHUP:
+                log.info("Reloading server configuration is not available without a config file")
+            elif sig == signal.SIGUSR1:
+                from natsx.logs import reopen
+
+                reopen()
+
+
+async def _main(server: Server, control_sock: socket.socket | None) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_signals, server, nursery)
+        if control_sock is not None:
+            nursery.start_soon(control.serve_worker, control_sock,
+                               lambda req: monitor.handle(server, req))
+        await server.serve()
+        nursery.cancel_scope.cancel()
+
+
+def run_worker(options: Options, *, server_id: str, index: int, listener: socket.socket,
+               control: socket.socket | None) -> int:
+    server = Server(options, server_id=server_id, worker_index=index,
+                    worker_count=options.workers, listener=listener)
+    trio.run(_main, server, control)
+    return 0

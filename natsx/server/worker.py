@@ -1,0 +1,278 @@
+"""A worker: a complete NATS server for the connections it accepted.
+
+Theory of operation
+-------------------
+The worker runs one trio loop. It accepts on a listening socket it inherited from the
+supervisor, creates a ``ClientConnection`` per client and keeps the account's sublist, the
+shared ``Router`` and the counters that /varz and /connz report. The compiled core does the
+per-message work; this module runs once per read batch (``after_batch``: flush the
+connections the batch touched, apply auto-unsubscribes, dispatch internal deliveries, close
+slow consumers) and once per control operation (SUB, UNSUB, CONNECT). It answers the
+admin process over its control channel (``natsx.server.control``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections import deque
+
+import trio
+
+from natsx import SERVER_VERSION, __version__
+from natsx._speedups import load
+from natsx.auth.basic import Authenticator
+from natsx.protocol import encode
+from natsx.server.accounts import Account
+from natsx.server.connection import (MAX_CONNECTIONS, SERVER_SHUTDOWN, ClientConnection)
+from natsx.server.options import Options
+
+log = logging.getLogger("natsx")
+
+_core = load("core")
+_sublist = load("sublist")
+
+CLOSED_CONNECTIONS_KEPT = 10000   # Go: MaxClosedClients
+
+
+class Server:
+    """The state of one worker."""
+
+    def __init__(self, options: Options, *, server_id: str, worker_index: int = 0,
+                 worker_count: int = 1, listener: socket.socket | None = None) -> None:
+        self.options = options
+        self.server_id = server_id
+        self.server_name = options.server_name or server_id
+        self.worker_index = worker_index
+        self.worker_count = worker_count
+        self.listener = listener
+        self.start_time = time.time()
+        self.router = _core.Router(int.from_bytes(os.urandom(8), "little") | 1)
+        self.global_account = Account("$G", _sublist.Sublist(cache=not options.disable_sublist_cache))
+        self.auth = Authenticator(options)
+        self.connections: dict[int, ClientConnection] = {}
+        self.closed: deque = deque(maxlen=CLOSED_CONNECTIONS_KEPT)
+        self.total_connections = 0
+        self.slow_consumers = 0
+        self.auth_errors = 0
+        self.lame_duck = False
+        self._next_cid = worker_index + 1
+        self._nursery: trio.Nursery | None = None
+        self._info_base = self._build_info()
+        self.shutdown_event = trio.Event()
+
+    # ------------------------------------------------------------------ INFO
+
+    def _build_info(self) -> dict:
+        o = self.options
+        info = {
+            "server_id": self.server_id,
+            "server_name": self.server_name,
+            "version": SERVER_VERSION,
+            "proto": 1,
+            "git_commit": "",
+            "go": "python",
+            "host": o.host,
+            "port": o.port,
+            "headers": not o.no_header_support,
+            "max_payload": o.max_payload,
+        }
+        if self.auth.required:
+            info["auth_required"] = True
+        return info
+
+    def info_bytes(self, conn: ClientConnection, *, connect_info: bool = False) -> bytes:
+        info = dict(self._info_base)
+        if self.auth.nonce_required:
+            info["nonce"] = conn.nonce
+        info["client_id"] = conn.cid
+        info["client_ip"] = conn.ip
+        if self.lame_duck:
+            info["ldm"] = True
+        if connect_info:
+            info["connect_info"] = True
+            info["remote_account"] = conn.account_name
+            info["acc_is_sys"] = False
+        return encode.info(info)
+
+    # ------------------------------------------------------------------ clients
+
+    def new_client_core(self, cid: int):
+        o = self.options
+        core = _core.Client(cid, self.router, self.global_account.sublist)
+        core.account = self.global_account
+        core.max_payload = o.max_payload
+        core.max_control_line = o.max_control_line
+        core.max_pending = o.max_pending
+        return core
+
+    def _allocate_cid(self) -> int:
+        cid = self._next_cid
+        self._next_cid += self.worker_count
+        return cid
+
+    async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._accept_loop)
+            task_status.started()
+            await self.shutdown_event.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _accept_loop(self) -> None:
+        listener = self.listener
+        listener.setblocking(False)
+        while True:
+            try:
+                sock, _addr = listener.accept()
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(listener)
+                continue
+            except OSError as exc:
+                log.error("accept failed: %s", exc)
+                await trio.sleep(0.05)
+                continue
+            if self.lame_duck:
+                sock.close()
+                continue
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.total_connections += 1
+            conn = ClientConnection(self, sock, self._allocate_cid())
+            if len(self.connections) >= self.options.max_connections:
+                # Go sends INFO first, then the error.
+                conn.queue(self.info_bytes(conn))
+                conn.close(MAX_CONNECTIONS, "maximum connections exceeded")
+                sock.close()
+                self.closed.append(conn)
+                continue
+            self.connections[conn.cid] = conn
+            self._nursery.start_soon(conn.run)
+
+    def remove_connection(self, conn: ClientConnection) -> None:
+        if self.connections.pop(conn.cid, None) is None:
+            return
+        subs = list(conn.core.subs.values())
+        if subs:
+            sl = conn.core.sublist
+            for sub in subs:
+                sub.closed = True
+            sl.remove_batch(subs)
+        conn.final_subs = [s.subject for s in subs]
+        conn.core.subs = {}
+        self.closed.append(conn)
+
+    def note_slow_consumer(self, conn: ClientConnection) -> None:
+        self.slow_consumers += 1
+
+    def note_auth_error(self, conn: ClientConnection) -> None:
+        self.auth_errors += 1
+
+    # ------------------------------------------------------------------ SUB / UNSUB
+
+    def process_sub(self, conn: ClientConnection, subject: bytes, queue: bytes | None,
+                    sid: bytes) -> None:
+        core = conn.core
+        if sid in core.subs:
+            # Re-using a sid is ignored: the first SUB wins (Go: processSubEx).
+            if core.verbose:
+                conn.queue(encode.OK)
+                conn._touch()
+            return
+        o = self.options
+        if o.max_sub_tokens and subject.count(b".") + 1 > o.max_sub_tokens:
+            conn.queue(encode.err('Permissions Violation for Subscription to "%s", too many tokens'
+                                  % subject.decode("utf-8", "replace")))
+            conn._touch()
+            return
+        if o.max_subscriptions and len(core.subs) >= o.max_subscriptions:
+            conn.queue(encode.err("maximum subscriptions exceeded"))
+            conn._touch()
+            return
+        sub = _sublist.Subscription(subject, sid, queue, core)
+        try:
+            core.sublist.insert(sub)
+        except ValueError:
+            conn.queue(encode.err("Invalid Subject"))
+            conn._touch()
+            return
+        core.subs[sid] = sub
+        if core.verbose:
+            conn.queue(encode.OK)
+            conn._touch()
+
+    def process_unsub(self, conn: ClientConnection, sid: bytes, max_msgs: int) -> None:
+        core = conn.core
+        sub = core.subs.get(sid)
+        if sub is not None:
+            if max_msgs > 0 and max_msgs > sub.delivered:
+                sub.max_msgs = max_msgs
+            else:
+                self._unsubscribe(core, sub)
+        if core.verbose:
+            conn.queue(encode.OK)
+            conn._touch()
+
+    def _unsubscribe(self, core, sub) -> None:
+        if core.subs.get(sub.sid) is sub:
+            del core.subs[sub.sid]
+        if not sub.closed:
+            sub.closed = True
+            core.sublist.remove(sub)
+
+    # ------------------------------------------------------------------ batches
+
+    def after_batch(self) -> None:
+        """Runs once per read batch: what the compiled core left for Python."""
+        router = self.router
+        if router.expired:
+            expired, router.expired = router.expired, []
+            for sub in expired:
+                self._unsubscribe(sub.client, sub)
+        if router.internal:
+            internal, router.internal = router.internal, []
+            for item in internal:
+                self._dispatch_internal(item)
+        touched = router.touched
+        if touched:
+            router.touched = []
+            for core in touched:
+                conn = core.conn
+                if conn is not None:
+                    conn.flush()
+                else:
+                    core.flush_pending = False
+
+    def _dispatch_internal(self, item: tuple) -> None:
+        sub = item[0]
+        handler = sub.client.conn
+        if handler is not None:
+            handler.deliver(*item)
+
+    # ------------------------------------------------------------------ stop
+
+    async def lame_duck_mode(self) -> None:
+        """Stops accepting, tells clients, then closes them over the LDM duration."""
+        if self.lame_duck:
+            return
+        self.lame_duck = True
+        o = self.options
+        for conn in list(self.connections.values()):
+            if conn.protocol >= 1 and conn.first_pong_sent:
+                conn.queue(self.info_bytes(conn))
+                conn.flush()
+        await trio.sleep(o.lame_duck_grace_period)
+        conns = list(self.connections.values())
+        if conns:
+            pause = max(o.lame_duck_duration - o.lame_duck_grace_period, 0) / len(conns)
+            for conn in conns:
+                conn.close(SERVER_SHUTDOWN)
+                if pause:
+                    await trio.sleep(min(pause, 1.0))
+        self.shutdown_event.set()
+
+    def shutdown(self) -> None:
+        for conn in list(self.connections.values()):
+            conn.close(SERVER_SHUTDOWN)
+        self.shutdown_event.set()

@@ -1,0 +1,1 @@
+"""The supervisor process (the arbiter) that owns the listeners and the children."""

@@ -1,0 +1,329 @@
+"""The supervisor: binds the listeners, forks the workers and the admin process, watches them.
+
+Theory of operation
+-------------------
+In the shape of gunicorn's arbiter. Every listening socket is bound here, before any fork,
+so children inherit them and a restarted worker accepts on the same port. Signal handlers
+only queue the signal number; the main loop dispatches ``handle_<name>`` and reaps children
+with ``waitpid(WNOHANG)``. A worker that dies is restarted; one that dies within
+``BOOT_GRACE`` seconds of starting, repeatedly, halts the supervisor instead of
+crash-looping. Children ask the kernel for SIGKILL when the supervisor dies
+(PR_SET_PDEATHSIG), so a SIGKILLed supervisor never leaves workers holding the ports.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+from natsx.server.options import Options
+
+log = logging.getLogger("natsx")
+
+BOOT_GRACE = 1.0
+MAX_QUICK_DEATHS = 3
+STOP_TIMEOUT = 10.0
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Asks for SIGKILL when the supervisor goes away, and checks it has not already."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    """Binds a listening TCP socket; port -1 means any free port, as in the Go server."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0 if port < 0 else port))
+    sock.listen(4096)
+    sock.set_inheritable(True)
+    return sock
+
+
+class Child:
+    __slots__ = ("kind", "index", "pid", "started", "quick_deaths")
+
+    def __init__(self, kind: str, index: int) -> None:
+        self.kind = kind
+        self.index = index
+        self.pid = 0
+        self.started = 0.0
+        self.quick_deaths = 0
+
+
+class Arbiter:
+    """Runs the supervisor until a stop signal or a boot failure."""
+
+    def __init__(self, options: Options, program: str) -> None:
+        self.options = options
+        self.program = program
+        self.children: dict[int, Child] = {}
+        self.signals: list[int] = []
+        self.stopping = False
+        self.exit_code = 0
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        os.set_blocking(self._wake_r, False)
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        from natsx.auth.nkeys import new_server_id
+
+        o = self.options
+        self.server_id = new_server_id()
+        self.start_time = time.time()
+        self.client_listener = bind_tcp(o.host, o.port)
+        o.port = self.client_listener.getsockname()[1]
+        self.http_listener = None
+        if o.http_port:
+            self.http_listener = bind_tcp(o.http_host or o.host, o.http_port)
+            o.http_port = self.http_listener.getsockname()[1]
+        n = max(int(o.workers), 1)
+        o.workers = n
+        # One control channel per worker, between that worker and the admin process.
+        self.control_pairs = [socket.socketpair() for _ in range(n)]
+        self.workers = [Child("worker", i) for i in range(n)]
+        self.admin = Child("admin", 0) if self.http_listener else None
+
+    def _log_banner(self) -> None:
+        from natsx import SERVER_VERSION, __version__
+
+        o = self.options
+        log.info("Starting nats-server")
+        log.info("  Version:  %s (natsx %s)", SERVER_VERSION, __version__)
+        log.info("  Name:     %s", o.server_name or self.server_id)
+        log.info("  ID:       %s", self.server_id)
+        log.info("  Workers:  %d", o.workers)
+        if self.http_listener:
+            log.info("Starting http monitor on %s:%d", o.http_host or o.host, o.http_port)
+        log.info("Listening for client connections on %s:%d", o.host, o.port)
+        log.info("Server is ready")
+
+    # ------------------------------------------------------------------ children
+
+    def spawn(self, child: Child) -> None:
+        parent = os.getpid()
+        pid = os.fork()
+        if pid:
+            child.pid = pid
+            child.started = time.monotonic()
+            self.children[pid] = child
+            return
+        # In the child.
+        code = 0
+        try:
+            die_with_parent(parent)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
+                        signal.SIGUSR2, signal.SIGQUIT, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.set_wakeup_fd(-1)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            if child.kind == "worker":
+                code = self._run_worker(child.index)
+            else:
+                code = self._run_admin()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            log.exception("%s %d failed", child.kind, child.index)
+            code = 3
+        finally:
+            logging.shutdown()
+            os._exit(code)
+
+    def _run_worker(self, index: int) -> int:
+        from natsx.server.process import run_worker
+
+        for i, (a, w) in enumerate(self.control_pairs):
+            a.close()
+            if i != index:
+                w.close()
+        if self.http_listener:
+            self.http_listener.close()
+        return run_worker(self.options, server_id=self.server_id, index=index,
+                          listener=self.client_listener,
+                          control=self.control_pairs[index][1])
+
+    def _run_admin(self) -> int:
+        from natsx.admin.process import run_admin
+
+        for a, w in self.control_pairs:
+            w.close()
+        self.client_listener.close()
+        return run_admin(self.options, server_id=self.server_id, start_time=self.start_time,
+                         listener=self.http_listener,
+                         controls=[a for a, _ in self.control_pairs])
+
+    # ------------------------------------------------------------------ loop
+
+    def _on_signal(self, signum, frame) -> None:
+        self.signals.append(signum)
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:
+            pass
+
+    def run(self) -> int:
+        self.setup()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
+                    signal.SIGUSR2, signal.SIGQUIT, signal.SIGCHLD):
+            signal.signal(sig, self._on_signal)
+        self.write_pid_file()
+        self.write_ports_file()
+        for w in self.workers:
+            self.spawn(w)
+        if self.admin:
+            self.spawn(self.admin)
+        self._log_banner()
+        try:
+            while True:
+                self.reap()
+                while self.signals:
+                    sig = self.signals.pop(0)
+                    name = signal.Signals(sig).name.lower()
+                    handler = getattr(self, "handle_" + name, None)
+                    if handler:
+                        handler()
+                if self.stopping and not self.children:
+                    break
+                if self.stopping and time.monotonic() > self.stop_deadline:
+                    self.signal_children(signal.SIGKILL)
+                try:
+                    import select
+
+                    select.select([self._wake_r], [], [], 1.0)
+                    os.read(self._wake_r, 4096)
+                except (BlockingIOError, InterruptedError):
+                    pass
+        finally:
+            self.cleanup()
+        return self.exit_code
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            if self.stopping:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if child.kind == "worker" and code == 0:
+                # A worker leaves by itself only after lame duck mode: stop everything.
+                log.info("worker %d finished; stopping", child.index)
+                self.stop(signal.SIGTERM)
+                continue
+            lived = time.monotonic() - child.started
+            child.quick_deaths = child.quick_deaths + 1 if lived < BOOT_GRACE else 0
+            if child.quick_deaths >= MAX_QUICK_DEATHS:
+                log.error("%s %d keeps failing at boot (exit %s); halting", child.kind,
+                          child.index, code)
+                self.exit_code = 1
+                self.stop(signal.SIGTERM)
+                continue
+            log.warning("%s %d (pid %d) exited with %s; restarting", child.kind, child.index,
+                        pid, code)
+            self.spawn(child)
+
+    def signal_children(self, sig: int, kind: str | None = None) -> None:
+        for pid, child in list(self.children.items()):
+            if kind is None or child.kind == kind:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+
+    def stop(self, sig: int) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.stop_deadline = time.monotonic() + STOP_TIMEOUT
+            self.signal_children(sig)
+
+    # ------------------------------------------------------------------ signals
+
+    def handle_sigterm(self) -> None:
+        log.info("Trapped \"terminated\" signal")
+        self.stop(signal.SIGTERM)
+
+    def handle_sigint(self) -> None:
+        log.info("Trapped \"interrupt\" signal")
+        self.stop(signal.SIGTERM)
+
+    def handle_sigquit(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def handle_sigusr2(self) -> None:
+        log.info("Entering lame duck mode, stop accepting new clients")
+        self.signal_children(signal.SIGUSR2, "worker")
+
+    def handle_sighup(self) -> None:
+        self.signal_children(signal.SIGHUP, "worker")
+
+    def handle_sigusr1(self) -> None:
+        self.signal_children(signal.SIGUSR1)
+
+    def handle_sigchld(self) -> None:
+        self.reap()
+        if self.stopping and self.children and time.monotonic() > self.stop_deadline:
+            self.signal_children(signal.SIGKILL)
+
+    # ------------------------------------------------------------------ files
+
+    def write_pid_file(self) -> None:
+        if self.options.pid_file:
+            with open(self.options.pid_file, "w") as f:
+                f.write(str(os.getpid()))
+
+    def ports_file_path(self) -> str:
+        base = os.path.basename(self.program) or "natsx"
+        return os.path.join(self.options.ports_file_dir, f"{base}_{os.getpid()}.ports")
+
+    def write_ports_file(self) -> None:
+        o = self.options
+        if not o.ports_file_dir:
+            return
+        host = o.host if o.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        ports = {"nats": [f"nats://{host}:{o.port}"]}
+        if o.http_port:
+            ports["monitoring"] = [f"http://{o.http_host or host}:{o.http_port}"]
+        with open(self.ports_file_path(), "w") as f:
+            json.dump(ports, f)
+
+    def cleanup(self) -> None:
+        if self.children:
+            self.signal_children(signal.SIGKILL)
+            deadline = time.monotonic() + 2
+            while self.children and time.monotonic() < deadline:
+                try:
+                    pid, _ = os.waitpid(-1, 0)
+                    self.children.pop(pid, None)
+                except ChildProcessError:
+                    break
+        for path in (self.options.pid_file, self.ports_file_path() if self.options.ports_file_dir else ""):
+            if path:
+                try:
+                    os.unlink(path)
+                except OSError as exc:
+                    if exc.errno != errno.ENOENT:
+                        log.warning("cannot remove %s: %s", path, exc)
