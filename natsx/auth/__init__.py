@@ -1,0 +1,1 @@
+"""Authentication and authorization: nkeys, NATS JWTs, account resolvers, users and permissions."""
