@@ -10,28 +10,96 @@ import asyncio
 import os
 import time
 
+import json
+from datetime import datetime
+
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from natsx import SERVER_VERSION
 from natsx.server.monitor import go_duration, rfc3339
 
 DEFAULT_CONNZ_LIMIT = 1024
+
+
+def _uptime(c: dict, now: str) -> float:
+    end = datetime.fromisoformat((c.get("stop") or now).rstrip("Z"))
+    return (end - datetime.fromisoformat(c["start"].rstrip("Z"))).total_seconds()
+
+
+# Go's monitor.go Connz: (key, reverse). Only cid/start ascend; start is the same as cid.
+# The timestamps are fixed-width RFC 3339, so they compare as strings.
 _SORTS = {
-    "cid": lambda c: c["cid"], "start": lambda c: c["start"],
-    "subs": lambda c: -c["subscriptions"], "pending": lambda c: -c["pending_bytes"],
-    "msgs_to": lambda c: -c["out_msgs"], "msgs_from": lambda c: -c["in_msgs"],
-    "bytes_to": lambda c: -c["out_bytes"], "bytes_from": lambda c: -c["in_bytes"],
-    "last": lambda c: c["last_activity"], "idle": lambda c: c["last_activity"],
-    "uptime": lambda c: c["start"], "stop": lambda c: c.get("stop", ""),
-    "reason": lambda c: c.get("reason", ""), "rtt": lambda c: c.get("rtt", ""),
+    "cid": (lambda c, now: c["cid"], False), "start": (lambda c, now: c["cid"], False),
+    "subs": (lambda c, now: c["subscriptions"], True),
+    "pending": (lambda c, now: c["pending_bytes"], True),
+    "msgs_to": (lambda c, now: c["out_msgs"], True),
+    "msgs_from": (lambda c, now: c["in_msgs"], True),
+    "bytes_to": (lambda c, now: c["out_bytes"], True),
+    "bytes_from": (lambda c, now: c["in_bytes"], True),
+    "last": (lambda c, now: c["last_activity"], True),
+    "idle": (lambda c, now: c["last_activity"], False),   # most idle first
+    "uptime": (_uptime, False),                           # shortest uptime first
+    "stop": (lambda c, now: c.get("stop", ""), True),
+    "reason": (lambda c, now: c.get("reason", ""), False),
+    "rtt": (lambda c, now: c.get("rtt_seconds", 0), True),
 }
+_STATES = {"open": "open", "closed": "closed", "any": "any", "all": "any"}
+_GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+
+class BadRequest(Exception):
+    """A query parameter the Go server would refuse with 400 and this text."""
 
 
 def _bool(v: str | None) -> bool:
     return v is not None and v.lower() in ("1", "true", "t", "yes", "y", "detail")
+
+
+def _go_bool(q, name: str) -> bool:
+    v = q.get(name)
+    if not v:
+        return False
+    if v in _GO_TRUE:
+        return True
+    if v in _GO_FALSE:
+        return False
+    raise BadRequest(f'Error decoding boolean for \'{name}\': strconv.ParseBool: parsing "{v}": invalid syntax')
+
+
+def _go_int(q, name: str) -> int:
+    v = q.get(name)
+    if not v:
+        return 0
+    try:
+        return int(v, 10)
+    except ValueError:
+        raise BadRequest(f'Error decoding int for \'{name}\': strconv.Atoi: parsing "{v}": invalid syntax') from None
+
+
+def _go_uint(q, name: str) -> int:
+    v = q.get(name)
+    if not v:
+        return 0
+    if not v.isdigit():
+        raise BadRequest(f'Error decoding uint64 for \'{name}\': strconv.ParseUint: parsing "{v}": invalid syntax')
+    return int(v)
+
+
+def _is_literal_subject(subject: str) -> bool:
+    return not any(c in subject for c in " \t\r\n\f") and all(
+        tok and tok not in ("*", ">") for tok in subject.split("."))
+
+
+class GoJSONResponse(JSONResponse):
+    """JSON indented by two spaces, as Go's json.MarshalIndent writes the monitoring pages."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, indent=2, ensure_ascii=False).encode()
 
 
 class Monitor:
@@ -112,32 +180,46 @@ class Monitor:
         }
 
     async def connz(self, q) -> dict:
-        state = q.get("state", "open")
-        request = {"op": "connz", "state": state, "subs": _bool(q.get("subs")),
-                   "subs_detail": (q.get("subs") or "").lower() == "detail",
-                   "auth": _bool(q.get("auth"))}
-        for key in ("cid", "user", "acc"):
+        # Parameters are decoded in the order of Go's HandleConnz, with its error texts.
+        sort = q.get("sort") or "cid"
+        auth = _go_bool(q, "auth")
+        subs_detail = (q.get("subs") or "").lower() == "detail"
+        subs = subs_detail or _go_bool(q, "subs")
+        offset = max(_go_int(q, "offset"), 0)
+        limit = _go_int(q, "limit")
+        if limit <= 0:
+            limit = DEFAULT_CONNZ_LIMIT
+        cid = _go_uint(q, "cid")
+        raw_state = q.get("state") or "open"
+        state = _STATES.get(raw_state.lower())
+        if state is None:
+            raise BadRequest(f"Error decoding state for {raw_state}")
+        if sort not in _SORTS:
+            raise BadRequest(f"invalid sorting option: {sort}")
+        if sort in ("stop", "reason") and state != "closed":
+            raise BadRequest(f"sort by {sort} only valid on closed connections")
+        request = {"op": "connz", "state": state, "subs": subs, "subs_detail": subs_detail,
+                   "auth": auth}
+        if cid:
+            request["cid"] = cid
+            limit = 1
+        for key in ("user", "acc"):
             if q.get(key):
                 request[key] = q.get(key)
         parts = await self.gather(request)
         conns = [c for p in parts for c in p.get("connections", [])]
-        sort = q.get("sort", "cid")
-        key = _SORTS.get(sort, _SORTS["cid"])
-        conns.sort(key=key)
-        try:
-            offset = max(int(q.get("offset", 0)), 0)
-        except ValueError:
-            offset = 0
-        try:
-            limit = int(q.get("limit", DEFAULT_CONNZ_LIMIT))
-        except ValueError:
-            limit = DEFAULT_CONNZ_LIMIT
+        now = rfc3339(time.time())
+        key, reverse = _SORTS[sort]
+        conns.sort(key=lambda c: key(c, now), reverse=reverse)
         page = conns[offset:offset + limit]
+        keep_worker = _bool(q.get("worker"))
         for c in page:
-            c.pop("worker", None) if not _bool(q.get("worker")) else None
+            c.pop("rtt_seconds", None)
+            if not keep_worker:
+                c.pop("worker", None)
         return {
             "server_id": self.server_id,
-            "now": rfc3339(time.time()),
+            "now": now,
             "num_connections": len(page),
             "total": len(conns),
             "offset": offset,
@@ -146,8 +228,15 @@ class Monitor:
         }
 
     async def subsz(self, q) -> dict:
-        parts = await self.gather({"op": "subsz", "subs": _bool(q.get("subs")),
-                                   "test": q.get("test")})
+        want_subs = _go_bool(q, "subs")
+        offset = max(_go_int(q, "offset"), 0)
+        limit = _go_int(q, "limit")
+        if limit <= 0:
+            limit = DEFAULT_CONNZ_LIMIT
+        test = q.get("test")
+        if test and not _is_literal_subject(test):
+            raise BadRequest(f"invalid test subject, must be valid publish subject: {test}")
+        parts = await self.gather({"op": "subsz", "subs": want_subs, "test": test})
         stats = [p["stats"] for p in parts]
         num_subs = max((s["num_subscriptions"] for s in stats), default=0)
         out = {
@@ -162,24 +251,31 @@ class Monitor:
             "max_fanout": max((s["max_fanout"] for s in stats), default=0),
             "avg_fanout": (sum(s["avg_fanout"] for s in stats) / len(stats)) if stats else 0,
         }
-        if _bool(q.get("subs")):
-            subs = [s for p in parts for s in p.get("subscriptions_list", [])]
-            offset = int(q.get("offset", 0) or 0)
-            limit = int(q.get("limit", DEFAULT_CONNZ_LIMIT) or DEFAULT_CONNZ_LIMIT)
-            out.update(total=len(subs), offset=offset, limit=limit,
-                       subscriptions_list=subs[offset:offset + limit])
+        subs = [s for p in parts for s in p.get("subscriptions_list", [])] if want_subs else []
+        out.update(total=len(subs), offset=offset, limit=limit)
+        if subs[offset:offset + limit]:
+            out["subscriptions_list"] = subs[offset:offset + limit]
         return out
 
 
 def create_app(monitor: Monitor) -> Starlette:
     base = monitor.options.http_base_path.rstrip("/")
 
-    def endpoint(name, fn):
+    def endpoint(name, fn, response_class=GoJSONResponse):
         async def handler(request: Request):
             monitor.count(request.url.path)
-            data = await fn(request.query_params)
-            return JSONResponse(data, headers={"Access-Control-Allow-Origin": "*"})
+            try:
+                data = await fn(request.query_params)
+            except BadRequest as exc:
+                return PlainTextResponse(str(exc), status_code=400)
+            return response_class(data, headers={"Access-Control-Allow-Origin": "*"})
         return Route(f"{base}/{name}", handler)
+
+    async def not_found(request: Request, exc: HTTPException):
+        # Go's http.NotFound body; other HTTP errors keep starlette's default text.
+        if exc.status_code == 404:
+            return PlainTextResponse("404 page not found\n", status_code=404)
+        return PlainTextResponse(str(exc.detail), status_code=exc.status_code)
 
     async def varz(q):
         return await monitor.varz()
@@ -201,6 +297,6 @@ def create_app(monitor: Monitor) -> Starlette:
         endpoint("connz", monitor.connz),
         endpoint("subsz", monitor.subsz),
         endpoint("subscriptionsz", monitor.subsz),
-        endpoint("healthz", healthz),
+        endpoint("healthz", healthz, JSONResponse),   # Go: json.Marshal, not indented
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, exception_handlers={HTTPException: not_found})

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import random
 import socket
 import time
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ log = logging.getLogger("natsx")
 
 MIN_READ = 512
 MAX_READ = 65536 * 4
+FIRST_PING_INTERVAL = 2.0   # Go: firstClientPingInterval
 
 # Close reasons, as /connz reports them (server/client.go ClosedState.String()).
 CLIENT_CLOSED = "Client Closed"
@@ -47,6 +49,27 @@ SERVER_SHUTDOWN = "Server Shutdown"
 WRITE_ERROR = "Write Error"
 READ_ERROR = "Read Error"
 MAX_SUBS = "Maximum Subscriptions Exceeded"
+
+
+# The JSON types of Go's ClientOpts fields. A mismatch fails json.Unmarshal there, which
+# closes the connection without -ERR; null leaves the default.
+_CONNECT_BOOLS = frozenset(("echo", "verbose", "pedantic", "tls_required", "new_account",
+                            "headers", "no_responders"))
+_CONNECT_STRINGS = frozenset(("nkey", "jwt", "sig", "auth_token", "user", "pass", "name", "lang",
+                              "version", "account", "remote_account", "proxy_sig"))
+
+
+def _connect_types_ok(opts: dict) -> bool:
+    for key, value in opts.items():
+        if value is None:
+            continue
+        if key in _CONNECT_BOOLS and not isinstance(value, bool):
+            return False
+        if key in _CONNECT_STRINGS and not isinstance(value, str):
+            return False
+        if key == "protocol" and (isinstance(value, bool) or not isinstance(value, int)):
+            return False
+    return True
 
 
 class ClientConnection:
@@ -84,6 +107,7 @@ class ClientConnection:
         self.close_reason = ""
         self._chunks: list = []
         self._write_wakeup = trio.Event()
+        self._connect_seen = trio.Event()
         self._cancel: trio.CancelScope | None = None
         self._read_size = MIN_READ * 8
         self._last_client_activity = self.start
@@ -293,13 +317,19 @@ class ClientConnection:
     def _process_connect(self, arg: bytes) -> None:
         try:
             opts = json.loads(arg)
-            if not isinstance(opts, dict):
-                raise ValueError("CONNECT is not an object")
+            if not isinstance(opts, dict) or not _connect_types_ok(opts):
+                raise ValueError("CONNECT is not a valid ClientOpts object")
         except ValueError:
             self.close(PROTOCOL_VIOLATION)
             return
+        opts = {k: v for k, v in opts.items() if v is not None}
         core = self.core
         server = self.server
+        if not self._connect_seen.is_set():
+            # Go (processConnect): estimate the RTT from accept to CONNECT and start the
+            # first, shortened ping timer.
+            self.rtt = max(time.time() - self.start, 1e-6)
+            self._connect_seen.set()
         core.verbose = bool(opts.get("verbose", True))
         core.pedantic = bool(opts.get("pedantic", True))
         core.echo = bool(opts.get("echo", True))
@@ -310,22 +340,9 @@ class ClientConnection:
         self.lang = str(opts.get("lang", "") or "")
         self.version = str(opts.get("version", "") or "")
         proto = opts.get("protocol", 0)
-        try:
-            proto = int(proto)
-        except (TypeError, ValueError):
-            proto = -1
         self.protocol = proto
         self.connect_received = True
-        if proto not in (0, 1):
-            self.close(BAD_PROTOCOL, "invalid client protocol")
-            return
-        if "account" in opts or "new_account" in opts:
-            server.note_auth_error(self)
-            self.close(AUTH_VIOLATION, "Authorization Violation")
-            return
-        if core.no_responders and not headers:
-            self.close(PROTOCOL_VIOLATION, "no responders requires headers support")
-            return
+        # Checked in the order of Go's processConnect: credentials, account, protocol, headers.
         if core.auth_pending or server.auth.required:
             user = server.auth.check(opts, self)
             if user is None:
@@ -334,6 +351,16 @@ class ClientConnection:
                 return
             self.user = user
             core.auth_pending = False
+        if opts.get("account") or opts.get("new_account"):
+            server.note_auth_error(self)
+            self.close(AUTH_VIOLATION, "Authorization Violation")
+            return
+        if proto not in (0, 1):
+            self.close(BAD_PROTOCOL, "invalid client protocol")
+            return
+        if core.no_responders and not headers:
+            self.close(PROTOCOL_VIOLATION, "no responders requires headers support")
+            return
         if core.verbose:
             self.queue(b"+OK\r\n")
             self._touch()
@@ -350,8 +377,14 @@ class ClientConnection:
         interval = opts.ping_interval
         if interval <= 0:
             return
+        # Go (setFirstPingTimer): the first PING goes out early, 2s after CONNECT plus up
+        # to 20%, so the RTT gets measured; the following ones every ping_interval.
+        await self._connect_seen.wait()
+        delay = min(interval, FIRST_PING_INTERVAL)
+        delay += random.random() * delay / 5
         while True:
-            await trio.sleep(interval)
+            await trio.sleep(delay)
+            delay = interval
             now = time.monotonic()
             need_rtt = self.rtt == 0 or now - self._rtt_start > 300
             # Skip the ping when the client spoke recently (Go: processPingTimer).

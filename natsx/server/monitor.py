@@ -83,6 +83,12 @@ def conn_info(server, conn: ClientConnection, *, subs: bool, subs_detail: bool,
         "port": conn.port,
         "start": rfc3339(conn.start),
         "last_activity": rfc3339(conn.last_activity),
+    }
+    # Keys in the order of Go's ConnInfo struct.
+    if stop:
+        info["stop"] = rfc3339(stop)
+        info["reason"] = conn.close_reason
+    info.update({
         "rtt": rtt_string(conn.rtt),
         "uptime": go_duration((stop or now) - conn.start),
         "idle": go_duration(now - conn.last_activity),
@@ -93,16 +99,14 @@ def conn_info(server, conn: ClientConnection, *, subs: bool, subs_detail: bool,
         "out_bytes": core.out_bytes,
         "subscriptions": len(core.subs) if not conn.closed else len(conn.final_subs),
         "worker": server.worker_index,
-    }
+        "rtt_seconds": conn.rtt,   # for sort=rtt; the admin drops it
+    })
     if conn.name:
         info["name"] = conn.name
     if conn.lang:
         info["lang"] = conn.lang
     if conn.version:
         info["version"] = conn.version
-    if stop:
-        info["stop"] = rfc3339(stop)
-        info["reason"] = conn.close_reason
     if auth:
         if conn.user:
             info["authorized_user"] = conn.user
@@ -141,9 +145,9 @@ def connz_part(server, request: dict) -> dict:
     user = request.get("user")
     acc = request.get("acc")
     conns = []
-    if state in ("open", "any"):
+    if state in ("open", "any", "all"):
         conns.extend(server.connections.values())
-    if state in ("closed", "any"):
+    if state in ("closed", "any", "all"):
         conns.extend(server.closed)
     out = []
     for c in conns:

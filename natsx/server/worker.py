@@ -71,23 +71,23 @@ class Server:
             "server_name": self.server_name,
             "version": SERVER_VERSION,
             "proto": 1,
-            "git_commit": "",
             "go": "python",
             "host": o.host,
             "port": o.port,
             "headers": not o.no_header_support,
-            "max_payload": o.max_payload,
         }
+        # Keys in the order of Go's Info struct; empty omitempty fields (git_commit) left out.
         if self.auth.required:
             info["auth_required"] = True
+        info["max_payload"] = o.max_payload
         return info
 
     def info_bytes(self, conn: ClientConnection, *, connect_info: bool = False) -> bytes:
         info = dict(self._info_base)
-        if self.auth.nonce_required:
-            info["nonce"] = conn.nonce
         info["client_id"] = conn.cid
         info["client_ip"] = conn.ip
+        if self.auth.nonce_required:
+            info["nonce"] = conn.nonce
         if self.lame_duck:
             info["ldm"] = True
         if connect_info:
@@ -266,9 +266,10 @@ class Server:
         conns = list(self.connections.values())
         if conns:
             pause = max(o.lame_duck_duration - o.lame_duck_grace_period, 0) / len(conns)
-            for conn in conns:
+            for i, conn in enumerate(conns):
                 conn.close(SERVER_SHUTDOWN)
-                if pause:
+                # Go: spread over the duration, at most 1s apart, no wait after the last.
+                if pause and i < len(conns) - 1:
                     await trio.sleep(min(pause, 1.0))
         self.shutdown_event.set()
 
