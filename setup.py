@@ -32,7 +32,7 @@ def extensions():
     return cythonize(
         exts,
         language_level=3,
-        compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
+        compiler_directives={"boundscheck": False, "wraparound": False},
     )
 
 

@@ -499,9 +499,9 @@ cdef class Sublist:
             "num_inserts": self.inserts,
             "num_removes": self.removes,
             "num_matches": self.matches,
-            "cache_hit_rate": self.cache_hits / self.matches if self.matches else 0.0,
+            "cache_hit_rate": <double>self.cache_hits / self.matches if self.matches else 0.0,
             "max_fanout": most,
-            "avg_fanout": total / entries if total else 0.0,
+            "avg_fanout": <double>total / entries if total else 0.0,
         }
 
     # -- internals ----------------------------------------------------------------------
