@@ -183,13 +183,6 @@ cdef char *_ring_base(Py_buffer *view, Py_ssize_t offset, uint64_t cap) except N
     return base
 
 
-cdef struct _Field:
-    const char *ptr
-    Py_ssize_t size
-    bint held
-    Py_buffer view
-
-
 cdef inline int _field_open(object obj, _Field *f) except -1:
     # bytes is the common case and needs no buffer export; anything else must expose a
     # contiguous buffer (bytearray, memoryview of a read buffer, mmap slice).
@@ -231,20 +224,6 @@ cdef class Ring:
         ValueError: no ring of this version at ``offset``, or the buffer is too small.
     """
 
-    cdef Py_buffer _view
-    cdef bint _held
-    cdef bint _busy
-    cdef char *_base
-    cdef unsigned char *_data
-    cdef uint64_t *_tail
-    cdef uint64_t *_head
-    cdef uint32_t *_waiting
-    cdef uint64_t _cap
-    cdef uint64_t _mask
-    cdef uint64_t _max_record
-    cdef uint64_t _head_seen     # producer's last look at head: a lower bound of it
-    cdef uint64_t _tail_seen     # consumer's last look at tail: a lower bound of it
-
     def __cinit__(self, buffer, Py_ssize_t offset=0):
         cdef uint64_t cap
         cdef char *base
@@ -284,7 +263,7 @@ cdef class Ring:
             self._held = False
             PyBuffer_Release(&self._view)
 
-    cdef inline int _check_open(self) except -1:
+    cdef int _check_open(self) except -1:
         if self._base == NULL:
             raise ValueError("ring is closed")
         return 0
@@ -457,6 +436,94 @@ cdef class Ring:
         if nx_load_relaxed_u32(self._waiting) == 0:
             return False
         return nx_exchange_u32(self._waiting, 0) != 0
+
+
+    # ---------------------------------------------------------------- C-level API
+
+    cdef int write_c(self, int kind, uint32_t aux,
+                     const char *account, Py_ssize_t alen,
+                     const char *subject, Py_ssize_t slen,
+                     const char *reply, Py_ssize_t rlen,
+                     const char *headers, Py_ssize_t hlen,
+                     const char *payload, Py_ssize_t plen) except -1:
+        """try_write for C callers: raw pointers, published at once; 1 written, 0 full."""
+        cdef _Field f[5]
+        cdef uint64_t tail
+        if self._base == NULL:
+            raise ValueError("ring is closed")
+        f[0].ptr = account
+        f[0].size = alen
+        f[1].ptr = subject
+        f[1].size = slen
+        f[2].ptr = reply
+        f[2].size = rlen
+        f[3].ptr = headers
+        f[3].size = hlen
+        f[4].ptr = payload
+        f[4].size = plen
+        tail = nx_load_relaxed_u64(self._tail)
+        if self._append(&tail, kind, aux, f):
+            nx_store_release_u64(self._tail, tail)
+            return 1
+        return 0
+
+    cdef int begin_read_c(self) except -1:
+        """Starts a zero-copy batch: next_c() until 0, then end_read_c()."""
+        self._check_open()
+        if self._busy:
+            raise RuntimeError("ring reads are not re-entrant")
+        self._busy = True
+        self._rhead = self._rpublished = nx_load_relaxed_u64(self._head)
+        return 0
+
+    cdef int next_c(self, RecordView *rv) except -1:
+        """Points ``rv`` at the next record, valid until the next call; 0 when none."""
+        cdef uint64_t head = self._rhead, tail, pos, size, footprint, fields
+        cdef unsigned char *p
+        cdef uint32_t *h
+        cdef int i
+        while True:
+            tail = self._tail_seen
+            if head >= tail:
+                tail = self._tail_seen = nx_load_acquire_u64(self._tail)
+                if head >= tail:
+                    self._rhead = head
+                    return 0
+            # The previous record is done with: let the producer reuse space every quarter.
+            if head - self._rpublished >= (self._cap >> 2):
+                nx_store_release_u64(self._head, head)
+                self._rpublished = head
+            pos = head & self._mask
+            p = self._data + pos
+            h = <uint32_t *>p
+            size = h[0]
+            if p[5] & _FLAG_PAD:
+                if size != self._cap - pos or head + size > tail:
+                    raise RingCorruptError(f"bad pad record at {head}")
+                head += size
+                continue
+            footprint = (size + 7) & ~(<uint64_t>7)
+            if (size < _RECORD_HEADER_SIZE or pos + footprint > self._cap
+                    or head + footprint > tail):
+                raise RingCorruptError(f"bad record header at {head}")
+            fields = <uint64_t>h[3] + h[4] + h[5] + h[6] + h[7]
+            if size != _RECORD_HEADER_SIZE + fields or p[4] == 0:
+                raise RingCorruptError(f"bad record header at {head}")
+            rv.kind = p[4]
+            rv.aux = h[2]
+            p += _RECORD_HEADER_SIZE
+            for i in range(5):
+                rv.field[i] = p
+                rv.size[i] = h[3 + i]
+                p += h[3 + i]
+            self._rhead = head + footprint
+            return 1
+
+    cdef void end_read_c(self):
+        """Publishes the consumed records and ends the batch."""
+        if self._rhead != self._rpublished:
+            nx_store_release_u64(self._head, self._rhead)
+        self._busy = False
 
     # ---------------------------------------------------------------- consumer
 
