@@ -30,6 +30,9 @@ from libc.string cimport memcpy, memcmp
 from libc.stdint cimport uint64_t
 
 from natsx._speedups._sublist cimport Sublist, SublistResult, Subscription
+from natsx._speedups._ring cimport Ring, RecordView
+
+DEF _REC_MSG = 1
 
 # Event kinds returned by next_event(); the same numbers in core_py.
 DEF _EV_CONNECT = 1
@@ -160,12 +163,22 @@ cdef class Router:
     cdef public unsigned long long out_msgs
     cdef public unsigned long long out_bytes
     cdef public unsigned long long slow_consumers
+    cdef public dict sublists      # account name (bytes) -> Sublist, for messages from peers
+    cdef public list congested     # peers whose ring overflowed in this batch
+    cdef public unsigned long long forwarded
     cdef uint64_t _rand
+    cdef unsigned long long _stamp
+    cdef list _hits
 
     def __init__(self, seed=0x9E3779B97F4A7C15):
         self.touched = []
         self.internal = []
         self.expired = []
+        self.sublists = {}
+        self.congested = []
+        self.forwarded = 0
+        self._hits = []
+        self._stamp = 0
         self._rand = <uint64_t>seed or 1
 
     cdef inline uint64_t rand(self):
@@ -204,6 +217,16 @@ cdef class Client:
     cdef public object perm_deliver       # None, or an object with allowed(subject, queue) -> bool
     cdef public dict subs                 # sid -> Subscription, maintained by the server
     cdef public object conn               # the server's connection object
+    cdef public bytes account_name        # carried with messages forwarded to peers
+    # a peer worker (its interest is in the sublist; deliveries go to its ring)
+    cdef public bint peer
+    cdef public object ring               # Ring to the peer worker
+    cdef public list overflow             # records waiting for room in the ring, in order
+    cdef public Py_ssize_t overflow_bytes
+    cdef unsigned long long _hit_stamp
+    cdef list _hit_queues
+    cdef bint _hit_plain
+    cdef public bint _congested
     # counters
     cdef public unsigned long long in_msgs
     cdef public unsigned long long in_bytes
@@ -254,6 +277,14 @@ cdef class Client:
         self.perm_pub = None
         self.perm_deliver = None
         self.subs = {}
+        self.account_name = b"$G"
+        self.peer = False
+        self.ring = None
+        self.overflow = []
+        self.overflow_bytes = 0
+        self._hit_stamp = 0
+        self._hit_queues = None
+        self._hit_plain = False
         self._buf = b""
         self._pos = 0
         self._acc = bytearray()
@@ -472,7 +503,9 @@ cdef class Client:
             self._last_result = r
             self._last_genid = sl.genid
 
-        if rlen and (_has_prefix(reply, rlen, "_R_.", 4) or _has_prefix(reply, rlen, "$JS.ACK.", 8)
+        # Go's isReservedReply: "_R_." counts even alone (len > 3); the others need more.
+        if rlen and ((rlen >= 4 and memcmp(reply, b"_R_.", 4) == 0)
+                     or _has_prefix(reply, rlen, "$JS.ACK.", 8)
                      or _has_prefix(reply, rlen, "_GR_.", 5)):
             self._send_err('Permissions Violation for Publish with Reply of "%s"'
                            % (<bytes>PyBytes_FromStringAndSize(<char*>reply, rlen)).decode("utf-8", "replace"))
@@ -482,23 +515,160 @@ cdef class Client:
             self.queue(_OK)
             self._touch()
 
+        router._stamp += 1
         n = len(r.psubs)
         for i in range(n):
-            if self._deliver(<Subscription>r.psubs[i], subj, slen, reply, rlen, hdr, hlen, pay, plen):
+            sub = <Subscription>r.psubs[i]
+            if (<Client>sub.client).peer:
+                self._hit_peer(<Client>sub.client, router, None)
+            elif self._deliver(sub, subj, slen, reply, rlen, hdr, hlen, pay, plen):
                 did = True
         for qgroup in r.qsubs:
             n = len(qgroup)
             if n == 0:
                 continue
+            # One member per group: a local one when any takes it, else a peer worker's.
             start = <Py_ssize_t>(router.rand() % <uint64_t>n)
-            for k in range(n):
-                i = (start + k) % n
-                if self._deliver(<Subscription>qgroup[i], subj, slen, reply, rlen, hdr, hlen, pay, plen):
+            k = -1
+            for i in range(n):
+                sub = <Subscription>qgroup[(start + i) % n]
+                if (<Client>sub.client).peer:
+                    if k < 0:
+                        k = (start + i) % n
+                elif self._deliver(sub, subj, slen, reply, rlen, hdr, hlen, pay, plen):
                     did = True
+                    k = -2
                     break
+            if k >= 0:
+                sub = <Subscription>qgroup[k]
+                self._hit_peer(<Client>sub.client, router, sub.queue)
+        if router._hits:
+            self._forward(router, subj, slen, reply, rlen, hdr, hlen, pay, plen)
+            did = True
 
         if not did and rlen and self.no_responders:
             self._no_responders(subj, slen, reply, rlen)
+        return 0
+
+    cdef inline void _hit_peer(self, Client peer, Router router, object queue):
+        if peer._hit_stamp != router._stamp:
+            peer._hit_stamp = router._stamp
+            peer._hit_queues = None
+            peer._hit_plain = False
+            router._hits.append(peer)
+        if queue is None:
+            peer._hit_plain = True
+        else:
+            if peer._hit_queues is None:
+                peer._hit_queues = []
+            peer._hit_queues.append(queue)
+
+    cdef int _forward(self, Router router, const unsigned char* subj, Py_ssize_t slen,
+                      const unsigned char* reply, Py_ssize_t rlen,
+                      const unsigned char* hdr, Py_ssize_t hlen,
+                      const unsigned char* pay, Py_ssize_t plen) except -1:
+        # One record per peer worker with interest, naming the queue groups it must serve.
+        cdef Client peer
+        cdef bytes acc
+        cdef list hits = router._hits
+        router._hits = []
+        for peer in hits:
+            acc = self.account_name
+            if peer._hit_queues is not None:
+                acc = acc + b" " + b" ".join(peer._hit_queues)
+                peer._hit_queues = None
+            router.forwarded += 1
+            if not peer.overflow and (<Ring>peer.ring).write_c(
+                    _REC_MSG, 0, PyBytes_AS_STRING(acc), PyBytes_GET_SIZE(acc),
+                    <const char*>subj, slen, <const char*>reply, rlen,
+                    <const char*>hdr, hlen, <const char*>pay, plen):
+                peer._touch_peer(router)
+                continue
+            # The ring is full: keep the record, in order, for the mesh task to write.
+            peer.overflow.append((_REC_MSG, 0, acc,
+                                  PyBytes_FromStringAndSize(<char*>subj, slen),
+                                  PyBytes_FromStringAndSize(<char*>reply, rlen),
+                                  PyBytes_FromStringAndSize(<char*>hdr, hlen),
+                                  PyBytes_FromStringAndSize(<char*>pay, plen)))
+            peer.overflow_bytes += slen + rlen + hlen + plen + 64
+            if not peer._congested:
+                peer._congested = True
+                router.congested.append(peer)
+        return 0
+
+    cdef inline void _touch_peer(self, Router router):
+        # A peer is "touched" once per batch so the worker signals its wakeup once.
+        if not self.flush_pending:
+            self.flush_pending = True
+            router.touched.append(self)
+
+    def drain_peer(self, Ring ring, Py_ssize_t max_records=65536):
+        """Delivers the MSG records a peer worker wrote to this worker's local subscribers.
+
+        Returns the other records (interest, control) as tuples for Python, in order
+        relative to each other. ``self`` is the peer's Client on this worker.
+        """
+        cdef RecordView rv
+        cdef Router router = <Router>self.router
+        cdef list others = None
+        cdef Py_ssize_t n = 0
+        ring.begin_read_c()
+        try:
+            while n < max_records and ring.next_c(&rv):
+                n += 1
+                if rv.kind == _REC_MSG:
+                    self._deliver_from_peer(router, &rv)
+                else:
+                    if others is None:
+                        others = []
+                    others.append((rv.kind, rv.aux,
+                                   PyBytes_FromStringAndSize(<char*>rv.field[0], rv.size[0]),
+                                   PyBytes_FromStringAndSize(<char*>rv.field[1], rv.size[1]),
+                                   PyBytes_FromStringAndSize(<char*>rv.field[2], rv.size[2]),
+                                   PyBytes_FromStringAndSize(<char*>rv.field[3], rv.size[3]),
+                                   PyBytes_FromStringAndSize(<char*>rv.field[4], rv.size[4])))
+        finally:
+            ring.end_read_c()
+        return others
+
+    cdef int _deliver_from_peer(self, Router router, RecordView* rv) except -1:
+        cdef const unsigned char* a = rv.field[0]
+        cdef Py_ssize_t alen = rv.size[0], nlen = 0, i, j, n, start
+        cdef Sublist sl
+        cdef SublistResult r
+        cdef Subscription sub
+        cdef list qgroup
+        cdef bytes qnames = None
+        cdef bytes subject
+        cdef object found
+        while nlen < alen and a[nlen] != 32:
+            nlen += 1
+        found = router.sublists.get(PyBytes_FromStringAndSize(<char*>a, nlen))
+        if found is None:
+            return 0
+        sl = <Sublist>found
+        if nlen < alen:
+            qnames = PyBytes_FromStringAndSize(<char*>a + nlen + 1, alen - nlen - 1)
+        subject = PyBytes_FromStringAndSize(<char*>rv.field[1], rv.size[1])
+        r = sl.match(subject)
+        for sub in r.psubs:
+            if not (<Client>sub.client).peer:
+                self._deliver(sub, rv.field[1], rv.size[1], rv.field[2], rv.size[2],
+                              rv.field[3], rv.size[3], rv.field[4], rv.size[4])
+        if qnames is not None:
+            names = qnames.split(b" ")
+            for qgroup in r.qsubs:
+                n = len(qgroup)
+                if n == 0 or (<Subscription>qgroup[0]).queue not in names:
+                    continue
+                start = <Py_ssize_t>(router.rand() % <uint64_t>n)
+                for j in range(n):
+                    sub = <Subscription>qgroup[(start + j) % n]
+                    if (<Client>sub.client).peer:
+                        continue
+                    if self._deliver(sub, rv.field[1], rv.size[1], rv.field[2], rv.size[2],
+                                     rv.field[3], rv.size[3], rv.field[4], rv.size[4]):
+                        break
         return 0
 
     cdef _no_responders(self, const unsigned char* subj, Py_ssize_t slen,

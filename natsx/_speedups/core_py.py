@@ -19,6 +19,8 @@ EV_ERR = 8
 EV_PUB = 9
 EV_CLOSE = 10
 
+_REC_MSG = 1  # natsx.mesh.ring.RecordKind.MSG
+
 REASON_PROTOCOL = "Protocol Violation"
 REASON_PARSE = "Parse Error"
 REASON_AUTH = "Authentication Failure"
@@ -74,7 +76,7 @@ class Router:
     """Shared by every client of one worker: what a read batch left for Python to do."""
 
     __slots__ = ("touched", "internal", "expired", "in_msgs", "in_bytes", "out_msgs",
-                 "out_bytes", "slow_consumers", "_rng")
+                 "out_bytes", "slow_consumers", "_rng", "sublists", "congested", "forwarded")
 
     def __init__(self, seed: int = 0x9E3779B97F4A7C15) -> None:
         self.touched: list = []
@@ -82,6 +84,9 @@ class Router:
         self.expired: list = []
         self.in_msgs = self.in_bytes = self.out_msgs = self.out_bytes = 0
         self.slow_consumers = 0
+        self.sublists: dict = {}
+        self.congested: list = []
+        self.forwarded = 0
         self._rng = random.Random(seed)
 
     def rand(self, n: int) -> int:
@@ -96,7 +101,8 @@ class Client:
                  "flush_pending", "max_payload", "max_control_line", "max_pending", "inflight",
                  "perm_pub", "perm_deliver", "subs", "conn", "in_msgs", "in_bytes", "out_msgs",
                  "out_bytes", "_out", "_buf", "_closed_parse", "_last_subject", "_last_result",
-                 "_last_genid", "_perm_cache")
+                 "_last_genid", "_perm_cache", "account_name", "peer", "ring", "overflow",
+                 "overflow_bytes", "_congested")
 
     def __init__(self, cid: int = 0, router: Router | None = None, sublist=None) -> None:
         self.cid = cid
@@ -121,6 +127,12 @@ class Client:
         self.perm_deliver = None
         self.subs: dict = {}
         self.conn = None
+        self.account_name = b"$G"
+        self.peer = False
+        self.ring = None
+        self.overflow: list = []
+        self.overflow_bytes = 0
+        self._congested = False
         self.in_msgs = self.in_bytes = self.out_msgs = self.out_bytes = 0
         self._out = bytearray()
         self._buf = bytearray()
@@ -249,7 +261,8 @@ class Client:
             self._last_result = r
             self._last_genid = sl.genid
 
-        if reply and ((len(reply) > 4 and reply.startswith(b"_R_."))
+        # Go's isReservedReply: "_R_." counts even alone (len > 3); the others need more.
+        if reply and (reply.startswith(b"_R_.")
                       or (len(reply) > 8 and reply.startswith(b"$JS.ACK."))
                       or (len(reply) > 5 and reply.startswith(b"_GR_."))):
             self._send_err('Permissions Violation for Publish with Reply of "%s"'
@@ -261,18 +274,33 @@ class Client:
             self._touch()
 
         did = False
+        hits: dict = {}
         for sub in r.psubs:
-            if self._deliver(sub, subject, reply, hdr, pay):
+            if sub.client.peer:
+                hits.setdefault(sub.client, [])
+            elif self._deliver(sub, subject, reply, hdr, pay):
                 did = True
         for qgroup in r.qsubs:
             n = len(qgroup)
             if not n:
                 continue
+            # One member per group: a local one when any takes it, else a peer worker's.
             start = router.rand(n)
+            remote = None
             for k in range(n):
-                if self._deliver(qgroup[(start + k) % n], subject, reply, hdr, pay):
+                sub = qgroup[(start + k) % n]
+                if sub.client.peer:
+                    if remote is None:
+                        remote = sub
+                elif self._deliver(sub, subject, reply, hdr, pay):
                     did = True
+                    remote = None
                     break
+            if remote is not None:
+                hits.setdefault(remote.client, []).append(remote.queue)
+        if hits:
+            self._forward(router, hits, subject, reply, hdr, pay)
+            did = True
         if not did and reply and self.no_responders:
             for sub in sl.match(reply).psubs:
                 if sub.client is self:
@@ -281,6 +309,61 @@ class Client:
                                % (reply, sub.sid, hl, hl, subject))
                     self._touch()
                     return
+
+    # ------------------------------------------------------------------ peers
+
+    def _forward(self, router, hits: dict, subject, reply, hdr, pay) -> None:
+        # One record per peer worker with interest, naming the queue groups it must serve.
+        for peer, queues in hits.items():
+            acc = self.account_name
+            if queues:
+                acc = acc + b" " + b" ".join(queues)
+            router.forwarded += 1
+            record = (_REC_MSG, 0, acc, subject, reply, hdr, pay)
+            if not peer.overflow and peer.ring.try_write(_REC_MSG, acc, subject, reply, hdr, pay):
+                if not peer.flush_pending:
+                    peer.flush_pending = True
+                    router.touched.append(peer)
+                continue
+            peer.overflow.append(record)
+            peer.overflow_bytes += len(subject) + len(reply) + len(hdr) + len(pay) + 64
+            if not peer._congested:
+                peer._congested = True
+                router.congested.append(peer)
+
+    def drain_peer(self, ring, max_records: int = 65536):
+        """Delivers the MSG records a peer worker wrote to this worker's local subscribers."""
+        others = None
+        for rec in ring.read_batch(max_records):
+            if rec[0] == _REC_MSG:
+                self._deliver_from_peer(rec)
+            else:
+                if others is None:
+                    others = []
+                others.append(rec)
+        return others
+
+    def _deliver_from_peer(self, rec) -> None:
+        _kind, _aux, acc, subject, reply, hdr, pay = rec
+        name, _, qnames = acc.partition(b" ")
+        sl = self.router.sublists.get(name)
+        if sl is None:
+            return
+        r = sl.match(subject)
+        for sub in r.psubs:
+            if not sub.client.peer:
+                self._deliver(sub, subject, reply, hdr, pay)
+        if qnames:
+            names = qnames.split(b" ")
+            for qgroup in r.qsubs:
+                n = len(qgroup)
+                if not n or qgroup[0].queue not in names:
+                    continue
+                start = self.router.rand(n)
+                for k in range(n):
+                    sub = qgroup[(start + k) % n]
+                    if not sub.client.peer and self._deliver(sub, subject, reply, hdr, pay):
+                        break
 
     # ------------------------------------------------------------------ parsing
 

@@ -102,6 +102,8 @@ class ClientConnection:
         self._ping_sent_at = 0.0
         self._rtt_start = 0.0
         self.nonce = ""
+        self.sub_seq = 0
+        self.deferred_pongs = 0
         self.final_subs: list = []
         self.closed = False
         self.close_reason = ""
@@ -273,13 +275,22 @@ class ClientConnection:
             server.after_batch()
             if self.closed:
                 return
-            await trio.lowlevel.checkpoint()
+            mesh = server.mesh
+            if mesh is not None and not mesh.congested.is_set():
+                # A peer worker's ring is backed up: stop reading publishers until it drains.
+                await mesh.congested.wait()
+            else:
+                await trio.lowlevel.checkpoint()
 
     def _handle(self, event: tuple) -> None:
         kind = event[0]
         if kind == ev.PING:
-            self.queue(b"PONG\r\n")
-            self._touch()
+            mesh = self.server.mesh
+            # Across workers a PONG also promises that every worker knows this client's
+            # subscriptions (see natsx.server.mesh, "Ordering").
+            if mesh is None or mesh.pong_ready(self):
+                self.queue(b"PONG\r\n")
+                self._touch()
             if self.connect_received and not self.first_pong_sent:
                 self.first_pong_sent = True
                 if self.protocol >= 1:

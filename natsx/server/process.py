@@ -30,9 +30,22 @@ async def _signals(server: Server, nursery: trio.Nursery) -> None:
                 reopen()
 
 
-async def _main(server: Server, control_sock: socket.socket | None) -> None:
+async def _heartbeat(table, index: int) -> None:
+    # The supervisor kills a worker whose counter stops moving: a stuck loop, not just a
+    # dead process.
+    while True:
+        table.beat(index)
+        await trio.sleep(1.0)
+
+
+async def _main(server: Server, control_sock: socket.socket | None, peer_table) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_signals, server, nursery)
+        if peer_table is not None:
+            nursery.start_soon(_heartbeat, peer_table, server.worker_index)
+        if server.mesh is not None:
+            server.mesh.start()
+            nursery.start_soon(server.mesh.run)
         if control_sock is not None:
             nursery.start_soon(control.serve_worker, control_sock,
                                lambda req: monitor.handle(server, req))
@@ -41,8 +54,12 @@ async def _main(server: Server, control_sock: socket.socket | None) -> None:
 
 
 def run_worker(options: Options, *, server_id: str, index: int, listener: socket.socket,
-               control: socket.socket | None) -> int:
+               control: socket.socket | None, ringset=None, peer_table=None) -> int:
     server = Server(options, server_id=server_id, worker_index=index,
                     worker_count=options.workers, listener=listener)
-    trio.run(_main, server, control)
+    if ringset is not None:
+        from natsx.server.mesh import Mesh
+
+        server.mesh = Mesh(server, ringset, peer_table, index)
+    trio.run(_main, server, control, peer_table)
     return 0

@@ -50,6 +50,8 @@ class Server:
         self.start_time = time.time()
         self.router = _core.Router(int.from_bytes(os.urandom(8), "little") | 1)
         self.global_account = Account("$G", _sublist.Sublist(cache=not options.disable_sublist_cache))
+        self.router.sublists[b"$G"] = self.global_account.sublist
+        self.mesh = None
         self.auth = Authenticator(options)
         self.connections: dict[int, ClientConnection] = {}
         self.closed: deque = deque(maxlen=CLOSED_CONNECTIONS_KEPT)
@@ -98,10 +100,15 @@ class Server:
 
     # ------------------------------------------------------------------ clients
 
+    def sublist_for(self, account: bytes):
+        """The sublist of an account named by a peer worker."""
+        return self.router.sublists[account]
+
     def new_client_core(self, cid: int):
         o = self.options
         core = _core.Client(cid, self.router, self.global_account.sublist)
         core.account = self.global_account
+        core.account_name = self.global_account.name.encode()
         core.max_payload = o.max_payload
         core.max_control_line = o.max_control_line
         core.max_pending = o.max_pending
@@ -159,6 +166,9 @@ class Server:
             for sub in subs:
                 sub.closed = True
             sl.remove_batch(subs)
+        if self.mesh is not None:
+            for sub in subs:
+                self.mesh.sub_removed(conn.core.account_name, sub)
         conn.final_subs = [s.subject for s in subs]
         conn.core.subs = {}
         self.closed.append(conn)
@@ -198,6 +208,8 @@ class Server:
             conn._touch()
             return
         core.subs[sid] = sub
+        if self.mesh is not None:
+            conn.sub_seq = self.mesh.sub_added(core.account_name, sub)
         if core.verbose:
             conn.queue(encode.OK)
             conn._touch()
@@ -220,6 +232,8 @@ class Server:
         if not sub.closed:
             sub.closed = True
             core.sublist.remove(sub)
+            if self.mesh is not None:
+                self.mesh.sub_removed(core.account_name, sub)
 
     # ------------------------------------------------------------------ batches
 
@@ -243,6 +257,8 @@ class Server:
                     conn.flush()
                 else:
                     core.flush_pending = False
+        if self.mesh is not None:
+            self.mesh.after_batch()
 
     def _dispatch_internal(self, item: tuple) -> None:
         sub = item[0]

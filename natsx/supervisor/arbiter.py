@@ -29,7 +29,10 @@ log = logging.getLogger("natsx")
 BOOT_GRACE = 1.0
 MAX_QUICK_DEATHS = 3
 STOP_TIMEOUT = 10.0
+HEARTBEAT_TIMEOUT = 10.0   # a worker whose heartbeat stalls this long is killed
 _PR_SET_PDEATHSIG = 1
+_HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
+                    signal.SIGUSR2, signal.SIGQUIT, signal.SIGCHLD)
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -43,11 +46,13 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def bind_tcp(host: str, port: int) -> socket.socket:
+def bind_tcp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """Binds a listening TCP socket; port -1 means any free port, as in the Go server."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, 0 if port < 0 else port))
     sock.listen(4096)
     sock.set_inheritable(True)
@@ -55,7 +60,8 @@ def bind_tcp(host: str, port: int) -> socket.socket:
 
 
 class Child:
-    __slots__ = ("kind", "index", "pid", "started", "quick_deaths")
+    __slots__ = ("kind", "index", "pid", "started", "quick_deaths", "generation", "beat",
+                 "beat_seen")
 
     def __init__(self, kind: str, index: int) -> None:
         self.kind = kind
@@ -63,6 +69,9 @@ class Child:
         self.pid = 0
         self.started = 0.0
         self.quick_deaths = 0
+        self.generation = 0
+        self.beat = -1
+        self.beat_seen = 0.0
 
 
 class Arbiter:
@@ -87,14 +96,25 @@ class Arbiter:
         o = self.options
         self.server_id = new_server_id()
         self.start_time = time.time()
-        self.client_listener = bind_tcp(o.host, o.port)
-        o.port = self.client_listener.getsockname()[1]
+        n = max(int(o.workers), 1)
+        # One SO_REUSEPORT listener per worker: the kernel spreads connections over the
+        # workers, and a dead worker's listener stays open here, so connections that
+        # arrive while it restarts wait in its backlog instead of being refused.
+        first = bind_tcp(o.host, o.port, reuse_port=n > 1)
+        o.port = first.getsockname()[1]
+        self.client_listeners = [first] + [bind_tcp(o.host, o.port, reuse_port=True)
+                                           for _ in range(n - 1)]
+        self.client_listener = first
         self.http_listener = None
         if o.http_port:
             self.http_listener = bind_tcp(o.http_host or o.host, o.http_port)
             o.http_port = self.http_listener.getsockname()[1]
-        n = max(int(o.workers), 1)
         o.workers = n
+        from natsx.mesh import RingSet
+        from natsx.server.mesh import PeerTable
+
+        self.ringset = RingSet(n) if n > 1 else None
+        self.peer_table = PeerTable(n)
         # One control channel per worker, between that worker and the admin process.
         self.control_pairs = [socket.socketpair() for _ in range(n)]
         self.workers = [Child("worker", i) for i in range(n)]
@@ -118,8 +138,18 @@ class Arbiter:
 
     def spawn(self, child: Child) -> None:
         parent = os.getpid()
+        if child.kind == "worker":
+            child.generation += 1
+            child.beat = -1
+            child.beat_seen = time.monotonic()
+            self.peer_table.set_alive(child.index, True, child.generation)
+        # Signals stay blocked across the fork until the child has reset its handlers:
+        # a SIGTERM landing in between would run the supervisor's handler in the child,
+        # which only queues it, and the child would ignore it until the stop timeout.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED_SIGNALS)
         pid = os.fork()
         if pid:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             child.pid = pid
             child.started = time.monotonic()
             self.children[pid] = child
@@ -128,10 +158,10 @@ class Arbiter:
         code = 0
         try:
             die_with_parent(parent)
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
-                        signal.SIGUSR2, signal.SIGQUIT, signal.SIGCHLD):
+            for sig in _HANDLED_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
             signal.set_wakeup_fd(-1)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(self._wake_r)
             os.close(self._wake_w)
             if child.kind == "worker":
@@ -154,18 +184,23 @@ class Arbiter:
             a.close()
             if i != index:
                 w.close()
+        for i, listener in enumerate(self.client_listeners):
+            if i != index:
+                listener.close()
         if self.http_listener:
             self.http_listener.close()
         return run_worker(self.options, server_id=self.server_id, index=index,
-                          listener=self.client_listener,
-                          control=self.control_pairs[index][1])
+                          listener=self.client_listeners[index],
+                          control=self.control_pairs[index][1],
+                          ringset=self.ringset, peer_table=self.peer_table)
 
     def _run_admin(self) -> int:
         from natsx.admin.process import run_admin
 
         for a, w in self.control_pairs:
             w.close()
-        self.client_listener.close()
+        for listener in self.client_listeners:
+            listener.close()
         return run_admin(self.options, server_id=self.server_id, start_time=self.start_time,
                          listener=self.http_listener,
                          controls=[a for a, _ in self.control_pairs])
@@ -181,8 +216,7 @@ class Arbiter:
 
     def run(self) -> int:
         self.setup()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
-                    signal.SIGUSR2, signal.SIGQUIT, signal.SIGCHLD):
+        for sig in _HANDLED_SIGNALS:
             signal.signal(sig, self._on_signal)
         self.write_pid_file()
         self.write_ports_file()
@@ -204,6 +238,8 @@ class Arbiter:
                     break
                 if self.stopping and time.monotonic() > self.stop_deadline:
                     self.signal_children(signal.SIGKILL)
+                if not self.stopping:
+                    self.check_heartbeats()
                 try:
                     import select
 
@@ -226,6 +262,9 @@ class Arbiter:
             child = self.children.pop(pid, None)
             if child is None:
                 continue
+            if child.kind == "worker":
+                self.peer_table.set_alive(child.index, False, child.generation)
+                self.wake_workers()
             if self.stopping:
                 continue
             code = os.waitstatus_to_exitcode(status)
@@ -245,6 +284,29 @@ class Arbiter:
             log.warning("%s %d (pid %d) exited with %s; restarting", child.kind, child.index,
                         pid, code)
             self.spawn(child)
+
+    def wake_workers(self) -> None:
+        """Makes every worker look at the peer table (a peer died or came back)."""
+        if self.ringset is not None:
+            for i in range(self.options.workers):
+                self.ringset.wakeup(i).signal()
+
+    def check_heartbeats(self) -> None:
+        now = time.monotonic()
+        for pid, child in list(self.children.items()):
+            if child.kind != "worker":
+                continue
+            beat = self.peer_table.read(child.index)[2]
+            if beat != child.beat:
+                child.beat = beat
+                child.beat_seen = now
+            elif now - child.beat_seen > HEARTBEAT_TIMEOUT:
+                log.error("worker %d (pid %d) stopped its heartbeat; killing it", child.index, pid)
+                child.beat_seen = now
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def signal_children(self, sig: int, kind: str | None = None) -> None:
         for pid, child in list(self.children.items()):

@@ -1,0 +1,327 @@
+"""The inter-worker mesh: interest propagation and message forwarding over the rings.
+
+Theory of operation
+-------------------
+Workers are peers in a full mesh of SPSC rings, and the protocol between them mirrors NATS
+routes. Every local subscription is announced to every other worker (``SUB`` records carry
+account, subject, queue and, for queue groups, the number of local members as weight), so
+each worker's sublists also hold one "remote" subscription per (peer, account, subject,
+queue) whose client is that peer's ``Client`` with ``peer=True``. The compiled core sends a
+matching message once to each peer with interest, naming the queue groups the peer must
+serve, and the peer fans it out to its own subscribers (``Client.drain_peer``).
+
+Ordering: a flush (PING) from a client that subscribed is answered only after every live
+peer has acknowledged the subscription's announcement, so "subscribe, flush, then publish
+from any connection" never loses a message, as in one process. Announcements are numbered;
+a peer acknowledges the highest number it applied after each batch.
+
+Liveness: the supervisor keeps a small table in shared memory (alive flag, generation and
+heartbeat per worker). When a peer dies, its interest is dropped here and nothing more is
+forwarded to it; a restarted worker says HELLO and every peer re-announces its interest.
+A full ring is back-pressure: records wait in the peer link's overflow, in order, and past
+``OVERFLOW_LIMIT`` bytes the workers stop reading from publishers until it drains.
+"""
+from __future__ import annotations
+
+import logging
+import mmap
+import struct
+from collections import deque
+
+import trio
+
+from natsx._speedups import load
+from natsx.mesh import RecordKind, RingSet
+
+log = logging.getLogger("natsx")
+
+_core = load("core")
+_sublist = load("sublist")
+
+OVERFLOW_LIMIT = 64 * 1024 * 1024
+_SLOT = 32
+_SLOT_FMT = struct.Struct("<IIQQ")   # alive, generation, heartbeat, spare
+_HELLO = b"hello"
+_ACK = b"ack"
+
+
+class PeerTable:
+    """Per-worker liveness in shared memory, written by the supervisor and the workers."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._mem = mmap.mmap(-1, max(_SLOT * workers, mmap.PAGESIZE))
+
+    def read(self, i: int) -> tuple[int, int, int]:
+        alive, gen, beat, _ = _SLOT_FMT.unpack_from(self._mem, i * _SLOT)
+        return alive, gen, beat
+
+    def set_alive(self, i: int, alive: bool, generation: int) -> None:
+        _, _, beat, spare = _SLOT_FMT.unpack_from(self._mem, i * _SLOT)
+        _SLOT_FMT.pack_into(self._mem, i * _SLOT, int(alive), generation, beat, spare)
+
+    def beat(self, i: int) -> None:
+        alive, gen, beat, spare = _SLOT_FMT.unpack_from(self._mem, i * _SLOT)
+        _SLOT_FMT.pack_into(self._mem, i * _SLOT, alive, gen, beat + 1, spare)
+
+
+class PeerLink:
+    """This worker's view of one peer: the ring to it and its remote subscriptions here."""
+
+    def __init__(self, mesh: "Mesh", index: int) -> None:
+        self.mesh = mesh
+        self.index = index
+        core = _core.Client(-(index + 1), mesh.server.router, None)
+        core.peer = True
+        core.ring = mesh.ringset.rings_to(mesh.index, index)
+        core.conn = self
+        self.core = core
+        self.inbound = mesh.ringset.rings_to(index, mesh.index)
+        self.remote: dict[tuple, object] = {}   # (account, subject, queue) -> Subscription
+        self.generation = 0
+        self.acked = 0
+        self.alive = True
+
+    def flush(self) -> None:
+        """Called once per batch when records were written to this peer."""
+        self.core.flush_pending = False
+        self.mesh.notify.add(self.index)
+
+    def send(self, kind: int, account: bytes, subject: bytes, reply: bytes = b"",
+             payload: bytes = b"", aux: int = 0) -> None:
+        core = self.core
+        record = (kind, aux, account, subject, reply, b"", payload)
+        if core.overflow or not core.ring.try_write(kind, account, subject, reply, b"", payload,
+                                                    aux=aux):
+            core.overflow.append(record)
+            core.overflow_bytes += len(subject) + len(payload) + 64
+            if not core._congested:
+                core._congested = True
+                self.mesh.server.router.congested.append(core)
+            return
+        self.mesh.notify.add(self.index)
+
+    def write_overflow(self) -> bool:
+        """Moves waiting records into the ring; True when none are left."""
+        core = self.core
+        if not core.overflow:
+            return True
+        n = core.ring.write_batch(core.overflow)
+        if n:
+            del core.overflow[:n]
+            self.mesh.notify.add(self.index)
+            core.overflow_bytes = sum(len(r[3]) + len(r[4]) + len(r[5]) + len(r[6]) + 64
+                                      for r in core.overflow)
+        if not core.overflow:
+            core.overflow_bytes = 0
+            core._congested = False
+            return True
+        return False
+
+    def drop_interest(self) -> None:
+        subs = list(self.remote.values())
+        self.remote.clear()
+        by_account: dict = {}
+        for sub in subs:
+            sub.closed = True
+            # A remote subscription's sid is its account name (it has no client sid).
+            by_account.setdefault(sub.sid, []).append(sub)
+        for acc_name, group in by_account.items():
+            sl = self.mesh.server.router.sublists.get(acc_name)
+            if sl is not None:
+                sl.remove_batch(group)
+        self.core.overflow.clear()
+        self.core.overflow_bytes = 0
+        self.core._congested = False
+
+
+class Mesh:
+    """The worker's end of the mesh."""
+
+    def __init__(self, server, ringset: RingSet, table: PeerTable, index: int) -> None:
+        self.server = server
+        self.ringset = ringset
+        self.table = table
+        self.index = index
+        self.inbox = ringset.inbox(index)
+        self.outbox = ringset.outbox(index)
+        self.notify: set[int] = set()
+        self.links: dict[int, PeerLink] = {}
+        for j in range(ringset.workers):
+            if j != index:
+                self.links[j] = PeerLink(self, j)
+        # Local interest: (account, subject, queue) -> number of local subscriptions.
+        self.local: dict[tuple, int] = {}
+        self.seq = 0
+        self.deferred: deque = deque()   # (needed seq, conn) PONGs waiting for acks
+        self._received: dict[int, int] = {}   # peer -> highest announcement seq applied
+        self.congested = trio.Event()
+        self.congested.set()   # set = not congested
+
+    # ------------------------------------------------------------------ start
+
+    def start(self) -> None:
+        for link in self.links.values():
+            link.inbound.discard()
+            alive, gen, _ = self.table.read(link.index)
+            link.alive = bool(alive)
+            link.generation = gen
+            link.acked = 0
+            link.send(RecordKind.CONTROL, b"", _HELLO)
+        self._notify()
+
+    # ------------------------------------------------------------------ local interest
+
+    def sub_added(self, account: bytes, sub) -> int:
+        key = (account, sub.subject, sub.queue)
+        n = self.local.get(key, 0) + 1
+        self.local[key] = n
+        if n == 1 or sub.queue is not None:
+            self._announce(RecordKind.SUB, key, n)
+        return self.seq
+
+    def sub_removed(self, account: bytes, sub) -> None:
+        key = (account, sub.subject, sub.queue)
+        n = self.local.get(key, 0) - 1
+        if n > 0:
+            self.local[key] = n
+            if sub.queue is not None:
+                self._announce(RecordKind.SUB, key, n)
+        else:
+            self.local.pop(key, None)
+            self._announce(RecordKind.UNSUB, key, 0)
+
+    def _announce(self, kind: int, key: tuple, weight: int) -> None:
+        self.seq += 1
+        account, subject, queue = key
+        seq = b"%d" % self.seq
+        for link in self.links.values():
+            if link.alive:
+                link.send(kind, account, subject, queue or b"", seq, aux=weight)
+
+    # ------------------------------------------------------------------ flush barrier
+
+    def pong_ready(self, conn) -> bool:
+        """True when a PONG for ``conn`` may go now; otherwise it is queued for the acks."""
+        needed = conn.sub_seq
+        if not conn.deferred_pongs and needed <= self._min_acked():
+            return True
+        conn.deferred_pongs += 1
+        self.deferred.append((needed, conn))
+        return False
+
+    def _min_acked(self) -> int:
+        acked = [l.acked for l in self.links.values() if l.alive]
+        return min(acked) if acked else self.seq
+
+    def _release_pongs(self) -> None:
+        floor = self._min_acked()
+        while self.deferred and self.deferred[0][0] <= floor:
+            _, conn = self.deferred.popleft()
+            conn.deferred_pongs -= 1
+            if not conn.closed:
+                conn.queue(b"PONG\r\n")
+                conn._touch()
+
+    # ------------------------------------------------------------------ loop
+
+    async def run(self) -> None:
+        server = self.server
+        while True:
+            await self.inbox.wait()
+            self._check_peers()
+            for link in self.links.values():
+                others = link.core.drain_peer(link.inbound)
+                if others:
+                    for rec in others:
+                        try:
+                            self._apply(link, rec)
+                        except (ValueError, KeyError) as exc:
+                            log.error("bad mesh record from worker %d: %r (%s)", link.index,
+                                      rec[:4], exc)
+                if link.index in self._received:
+                    link.send(RecordKind.CONTROL, b"", _ACK,
+                              payload=b"%d" % self._received.pop(link.index))
+            self._release_pongs()
+            server.after_batch()
+
+    def after_batch(self) -> None:
+        """Writes overflow, signals peers once per batch, updates back-pressure."""
+        router = self.server.router
+        if router.congested:
+            router.congested = []
+        congested = False
+        for link in self.links.values():
+            if not link.write_overflow() and link.core.overflow_bytes > OVERFLOW_LIMIT:
+                congested = True
+        if congested and self.congested.is_set():
+            self.congested = trio.Event()
+        elif not congested and not self.congested.is_set():
+            self.congested.set()
+        self._notify()
+
+    def _notify(self) -> None:
+        if self.notify:
+            for j in self.notify:
+                self.outbox.notify(j)
+            self.notify.clear()
+
+    def _check_peers(self) -> None:
+        for link in self.links.values():
+            alive, gen, _ = self.table.read(link.index)
+            if link.alive and (not alive or gen != link.generation):
+                log.warning("worker %d is gone; dropping its interest", link.index)
+                link.drop_interest()
+                link.alive = False
+            if alive and not link.alive and gen != link.generation:
+                # The restarted worker announces itself with HELLO; wait for it.
+                link.generation = gen
+
+    def _apply(self, link: PeerLink, rec: tuple) -> None:
+        kind, aux, account, subject, reply, _headers, payload = rec
+        if kind == RecordKind.SUB or kind == RecordKind.UNSUB:
+            queue = reply or None
+            key = (account, subject, queue)
+            sl = self.server.sublist_for(account)
+            sub = link.remote.get(key)
+            if kind == RecordKind.SUB:
+                if sub is None:
+                    sub = _sublist.Subscription(subject, account, queue, link.core)
+                    sub.weight = max(aux, 1)
+                    try:
+                        sl.insert(sub)
+                    except ValueError:
+                        sub = None
+                    if sub is not None:
+                        link.remote[key] = sub
+                elif queue is not None and sub.weight != aux:
+                    sub.weight = max(aux, 1)
+                    sl.update_remote_qsub(sub)
+            elif sub is not None:
+                del link.remote[key]
+                sub.closed = True
+                sl.remove(sub)
+            if payload:
+                self._received[link.index] = int(payload)
+        elif kind == RecordKind.CONTROL:
+            # subject names the command, payload carries its argument
+            if subject == _HELLO:
+                self._hello(link)
+            elif subject == _ACK:
+                link.acked = max(link.acked, int(payload or 0))
+            elif subject == _ACK + b"?":
+                # "acknowledge this number": sent after a re-announcement
+                self._received[link.index] = max(self._received.get(link.index, 0), int(payload))
+
+    def _hello(self, link: PeerLink) -> None:
+        """A (re)started peer: forget what it had, tell it everything we have."""
+        link.drop_interest()
+        link.alive = True
+        link.generation = self.table.read(link.index)[1]
+        # Everything is re-announced under the current number, so the peer's
+        # acknowledgement releases the flushes that wait for it.
+        seq = b"%d" % self.seq
+        link.acked = 0
+        for (account, subject, queue), n in self.local.items():
+            link.send(RecordKind.SUB, account, subject, queue or b"", seq, aux=n)
+        link.send(RecordKind.CONTROL, b"", _ACK + b"?", payload=seq)
