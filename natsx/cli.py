@@ -27,7 +27,7 @@ Server Options:
     -t                               Test configuration and exit
         --client_advertise <string>  Client URL to advertise to other servers
         --ports_file_dir <dir>       Creates a ports file in the specified directory (<executable_name>_<pid>.ports).
-        --workers <n>                Worker processes (default: 1)
+        --workers <n>                Worker processes (default: the number of cores)
 
 Logging Options:
     -l, --log <file>                 File to redirect log output

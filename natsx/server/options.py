@@ -5,6 +5,8 @@ bytes. The options object is immutable once a worker starts; a reload builds a n
 """
 from __future__ import annotations
 
+import os
+
 import attrs
 
 DEFAULT_PORT = 4222
@@ -65,7 +67,7 @@ class Options:
     jetstream: bool = False
     store_dir: str = ""
     # runtime
-    workers: int = 1
+    workers: int = attrs.field(factory=lambda: os.cpu_count() or 1)
     config_file: str = ""
     tags: list = attrs.Factory(list)
 
