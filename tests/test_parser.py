@@ -327,3 +327,19 @@ def test_router_verbose_ok(core, sublist_mod):
     c.feed(b"PUB foo 0\r\n\r\n")
     c.next_event()
     assert c.take_output() == b"+OK\r\n"
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["compiled", "pure"])
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 70000), min_size=1, max_size=6), st.integers(1, 9000))
+def test_large_payloads_read_in_fixed_chunks(pure, sizes, chunk):
+    """Payloads split over many reads arrive whole, with frames after them intact."""
+    core = load("core", pure=pure)
+    stream = b"".join(encode.pub(b"big.%d" % i, bytes([i % 251]) * n) + encode.PING
+                      for i, n in enumerate(sizes))
+    chunks = [stream[i:i + chunk] for i in range(0, len(stream), chunk)]
+    got = parse_split(core, chunks)
+    expected = []
+    for i, n in enumerate(sizes):
+        expected += [(core.EV_PUB, b"big.%d" % i, None, None, bytes([i % 251]) * n), (core.EV_PING,)]
+    assert got == expected

@@ -24,7 +24,7 @@ Without a router (client-side tools, tests), PUB/HPUB frames come back as events
 which makes this the sans-IO server-side parser of ``natsx.protocol``.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memcmp
 from libc.stdint cimport uint64_t
@@ -240,6 +240,9 @@ cdef class Client:
     cdef object _buf                      # bytes or bytearray being parsed
     cdef Py_ssize_t _pos
     cdef bytearray _acc                   # holds an incomplete frame between reads
+    cdef object _next                     # the read that completes _acc's frame, parsed next
+    cdef Py_ssize_t _next_pos
+    cdef Py_ssize_t _need                 # size of the frame in _acc when known, else -1
     cdef int _state
     # last match memo
     cdef bytes _last_subject
@@ -288,6 +291,9 @@ cdef class Client:
         self._buf = b""
         self._pos = 0
         self._acc = bytearray()
+        self._next = None
+        self._next_pos = 0
+        self._need = -1
         self._state = ST_OP
         self._last_subject = None
         self._last_result = None
@@ -690,26 +696,59 @@ cdef class Client:
     # ------------------------------------------------------------------ parsing
 
     def feed(self, data):
-        """Adds bytes read from the connection; call next_event() until it returns None."""
-        cdef Py_ssize_t n = len(data)
+        """Adds bytes read from the connection; call next_event() until it returns None.
+
+        A frame split across reads is completed in ``_acc`` with only the bytes it lacks;
+        the rest of the read is parsed in place, so payload bytes are copied at most once.
+        """
+        cdef Py_ssize_t n = len(data), k, old
         if n == 0 or self._state == ST_CLOSED:
             return
+        if type(data) is not bytes:
+            data = bytes(data)
+        if self._next is not None:
+            # The previous read was not drained: keep it all, in order, in the accumulator.
+            self._fold_next()
         if self._buf is self._acc:
             if self._pos:
                 del self._acc[:self._pos]
                 self._pos = 0
-            self._acc.extend(data)
+            if len(self._acc) == 0:
+                self._buf = data
+                return
+            k = self._need - len(self._acc) if self._need > 0 else -1
+            if 0 < k < n:
+                old = len(self._acc)
+                PyByteArray_Resize(self._acc, old + k)
+                memcpy(PyByteArray_AS_STRING(self._acc) + old, PyBytes_AS_STRING(data), k)
+                self._next = data
+                self._next_pos = k
+            else:
+                self._acc.extend(data)
         elif self._pos < len(self._buf):
             self._acc.extend(self._buf[self._pos:])
             self._acc.extend(data)
             self._buf = self._acc
             self._pos = 0
         else:
-            self._buf = data if type(data) is bytes else bytes(data)
+            self._buf = data
             self._pos = 0
+
+    cdef _fold_next(self):
+        if self._buf is self._acc:
+            self._acc.extend(self._next[self._next_pos:])
+        else:
+            self._acc.extend(self._buf[self._pos:])
+            self._acc.extend(self._next[self._next_pos:])
+            self._buf = self._acc
+            self._pos = 0
+        self._next = None
+        self._need = -1
 
     cdef _park(self):
         # Keep the unparsed tail for the next feed(): copy it out of a caller's bytes.
+        if self._next is not None:
+            self._fold_next()
         if self._buf is self._acc:
             if self._pos:
                 del self._acc[:self._pos]
@@ -720,6 +759,7 @@ cdef class Client:
 
     cdef tuple _close(self, str err, str reason):
         self._state = ST_CLOSED
+        self._next = None
         self._buf = b""
         self._pos = 0
         del self._acc[:]
@@ -750,8 +790,21 @@ cdef class Client:
             p = <const unsigned char*>PyByteArray_AS_STRING(buf)
             n = PyByteArray_GET_SIZE(buf)
         pos = self._pos
+        self._need = -1
 
-        while pos < n:
+        while True:
+          if pos >= n:
+            if self._next is None or buf is not self._acc:
+                break
+            # The split frame is done: go on with the rest of the read, in place.
+            del self._acc[:]
+            buf = self._buf = self._next
+            pos = self._pos = self._next_pos
+            self._next = None
+            p = <const unsigned char*>PyBytes_AS_STRING(buf)
+            n = PyBytes_GET_SIZE(buf)
+            continue
+          while pos < n:
             c0 = _upper(p[pos])
             if self.auth_pending and c0 != 67:   # 'C'
                 return self._close(ERR_AUTH, REASON_AUTH)
@@ -868,6 +921,7 @@ cdef class Client:
                 need = nl + 1 + size + 2
                 if need > n:
                     # Complain about a bad subject only once, when the frame is whole.
+                    self._need = need - pos
                     break
                 if p[need - 2] != 13 or p[need - 1] != 10:
                     return self._parse_error()
@@ -913,6 +967,9 @@ cdef class Client:
                 return self._close(None, REASON_PROTOCOL)
             # CONNECT, INFO, -ERR carry the rest of the line
             return (op, PyBytes_FromStringAndSize(<char*>p + astart, aend - astart))
+          else:
+            continue
+          break   # an incomplete frame: wait for more data
 
         self._pos = pos
         self._park()
