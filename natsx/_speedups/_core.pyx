@@ -227,6 +227,8 @@ cdef class Client:
     cdef list _hit_queues
     cdef bint _hit_plain
     cdef public bint _congested
+    cdef bytes _last_peer_acc
+    cdef object _last_sublist
     # counters
     cdef public unsigned long long in_msgs
     cdef public unsigned long long in_bytes
@@ -288,6 +290,8 @@ cdef class Client:
         self._hit_stamp = 0
         self._hit_queues = None
         self._hit_plain = False
+        self._last_peer_acc = None
+        self._last_sublist = None
         self._buf = b""
         self._pos = 0
         self._acc = bytearray()
@@ -649,14 +653,30 @@ cdef class Client:
         cdef object found
         while nlen < alen and a[nlen] != 32:
             nlen += 1
-        found = router.sublists.get(PyBytes_FromStringAndSize(<char*>a, nlen))
-        if found is None:
-            return 0
-        sl = <Sublist>found
         if nlen < alen:
             qnames = PyBytes_FromStringAndSize(<char*>a + nlen + 1, alen - nlen - 1)
-        subject = PyBytes_FromStringAndSize(<char*>rv.field[1], rv.size[1])
-        r = sl.match(subject)
+        # Same memo as _route: a steady stream from a peer costs two memcmp per message.
+        subject = self._last_subject
+        if (subject is not None and self._last_peer_acc is not None
+                and PyBytes_GET_SIZE(subject) == rv.size[1]
+                and memcmp(PyBytes_AS_STRING(subject), rv.field[1], rv.size[1]) == 0
+                and PyBytes_GET_SIZE(self._last_peer_acc) == nlen
+                and memcmp(PyBytes_AS_STRING(self._last_peer_acc), a, nlen) == 0
+                and self._last_genid == (<Sublist>self._last_sublist).genid):
+            r = self._last_result
+        else:
+            acc = PyBytes_FromStringAndSize(<char*>a, nlen)
+            found = router.sublists.get(acc)
+            if found is None:
+                return 0
+            sl = <Sublist>found
+            subject = PyBytes_FromStringAndSize(<char*>rv.field[1], rv.size[1])
+            r = sl.match(subject)
+            self._last_subject = subject
+            self._last_peer_acc = acc
+            self._last_sublist = sl
+            self._last_result = r
+            self._last_genid = sl.genid
         for sub in r.psubs:
             if not (<Client>sub.client).peer:
                 self._deliver(sub, rv.field[1], rv.size[1], rv.field[2], rv.size[2],
