@@ -537,21 +537,18 @@ cdef class Client:
             n = len(qgroup)
             if n == 0:
                 continue
-            # One member per group: a local one when any takes it, else a peer worker's.
+            # One member per group, picked among all members of every worker: a peer's
+            # entry appears once per member it has (its weight), so the pick is uniform,
+            # as in one process. A member that cannot take it passes it to the next.
             start = <Py_ssize_t>(router.rand() % <uint64_t>n)
-            k = -1
             for i in range(n):
                 sub = <Subscription>qgroup[(start + i) % n]
                 if (<Client>sub.client).peer:
-                    if k < 0:
-                        k = (start + i) % n
-                elif self._deliver(sub, subj, slen, reply, rlen, hdr, hlen, pay, plen):
-                    did = True
-                    k = -2
+                    self._hit_peer(<Client>sub.client, router, sub.queue)
                     break
-            if k >= 0:
-                sub = <Subscription>qgroup[k]
-                self._hit_peer(<Client>sub.client, router, sub.queue)
+                if self._deliver(sub, subj, slen, reply, rlen, hdr, hlen, pay, plen):
+                    did = True
+                    break
         if router._hits:
             self._forward(router, subj, slen, reply, rlen, hdr, hlen, pay, plen)
             did = True

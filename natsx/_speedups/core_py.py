@@ -284,20 +284,17 @@ class Client:
             n = len(qgroup)
             if not n:
                 continue
-            # One member per group: a local one when any takes it, else a peer worker's.
+            # One member per group, picked among all members of every worker (a peer's
+            # entry appears once per member it has); one that cannot take it passes it on.
             start = router.rand(n)
-            remote = None
             for k in range(n):
                 sub = qgroup[(start + k) % n]
                 if sub.client.peer:
-                    if remote is None:
-                        remote = sub
-                elif self._deliver(sub, subject, reply, hdr, pay):
-                    did = True
-                    remote = None
+                    hits.setdefault(sub.client, []).append(sub.queue)
                     break
-            if remote is not None:
-                hits.setdefault(remote.client, []).append(remote.queue)
+                if self._deliver(sub, subject, reply, hdr, pay):
+                    did = True
+                    break
         if hits:
             self._forward(router, hits, subject, reply, hdr, pay)
             did = True
