@@ -3,7 +3,8 @@
 Flags follow Go's flag package, as nats-server uses it: one or two leading dashes,
 ``-flag value`` or ``-flag=value``, booleans take no separate value (``-D``, ``-js``,
 ``--tls=false``). Flags for features this build does not have are refused with a clear
-message rather than accepted and ignored.
+message rather than accepted and ignored. ``-c`` loads a config file under the flags given
+(natsx.server.config_options); ``--signal`` sends a signal to a running server instead.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ Server Options:
     -m, --http_port <port>           Use port for http monitoring
     -c, --config <file>              Configuration file
     -t                               Test configuration and exit
+    -sl,--signal <signal>[=<pid>]    Send signal to nats-server process (ldm, stop, quit, term, reopen, reload)
+                                     <pid> can be either a PID (e.g. 1) or the path to a PID file (e.g. /var/run/nats-server.pid)
         --client_advertise <string>  Client URL to advertise to other servers
         --ports_file_dir <dir>       Creates a ports file in the specified directory (<executable_name>_<pid>.ports).
         --workers <n>                Worker processes (default: the number of cores)
@@ -79,12 +82,12 @@ _flag(["auth"], "authorization", "str")
 _flag(["h", "help"], "help", "action")
 _flag(["v", "version"], "version", "action")
 _flag(["t"], "check_config", "action")
+_flag(["sl", "signal"], "signal", "command")
 _flag(["http_base_path"], "http_base_path", "str")
 
 # Flags of the Go server whose features come with later work: refused, never ignored.
 _NOT_YET = {
     "ms": "HTTPS monitoring", "https_port": "HTTPS monitoring",
-    "sl": "sending signals", "signal": "sending signals",
     "s": "syslog", "syslog": "syslog", "r": "remote syslog", "remote_syslog": "remote syslog",
     "log_size_limit": "log size limits", "max_traced_msg_len": "trace length limits",
     "js": "JetStream", "jetstream": "JetStream", "sd": "JetStream", "store_dir": "JetStream",
@@ -104,10 +107,19 @@ class UsageError(Exception):
     pass
 
 
-def parse_args(argv: list[str]) -> tuple[Options, set[str]]:
-    """Returns the options and the set of actions asked for (help, version, check_config)."""
+def parse_args(argv: list[str]) -> tuple[Options, dict[str, object]]:
+    """Returns the options and the actions asked for (help, version, check_config, signal).
+
+    ``opts.cli_overrides`` records every option given explicitly: those win over the config
+    file, at startup and on reload, as Go's second ``fs.Parse`` makes them win.
+    """
     opts = Options()
-    actions: set[str] = set()
+    actions: dict[str, object] = {}
+    explicit = opts.cli_overrides
+
+    def put(attr, value):
+        setattr(opts, attr, value)
+        explicit[attr] = value
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -137,12 +149,16 @@ def parse_args(argv: list[str]) -> tuple[Options, set[str]]:
                 else:
                     raise UsageError(f'invalid boolean value "{value}" for -{name}')
             if kind == "bool":
-                setattr(opts, attr, flag_value)
+                put(attr, flag_value)
             elif kind == "combo":
-                opts.debug = opts.debug or "D" in attr and flag_value
-                opts.trace = opts.trace or flag_value
+                # Go: -DV sets debug and trace to its value, -VV trace and verbose trace.
+                if "D" in attr:
+                    put("debug", flag_value)
+                put("trace", flag_value)
+                if attr.endswith("VV"):
+                    put("trace_verbose", flag_value)
             elif flag_value:
-                actions.add(attr)
+                actions[attr] = True
             continue
         if value is None:
             if i >= len(argv):
@@ -151,12 +167,105 @@ def parse_args(argv: list[str]) -> tuple[Options, set[str]]:
             i += 1
         if kind == "int":
             try:
-                setattr(opts, attr, int(value))
+                put(attr, int(value))
             except ValueError:
                 raise UsageError(f'invalid value "{value}" for flag -{name}: parse error') from None
+        elif kind == "command":
+            actions[attr] = value
+        elif attr == "config_file":
+            opts.config_file = value
         else:
-            setattr(opts, attr, value)
+            put(attr, value)
     return opts, actions
+
+
+# ---------------------------------------------------------------------------- --signal
+
+_SIGNALS = {"stop": "SIGKILL", "quit": "SIGINT", "reopen": "SIGUSR1", "reload": "SIGHUP",
+            "ldm": "SIGUSR2", "term": "SIGTERM"}
+
+
+def _running_servers(program: str) -> list[int]:
+    """Pids of running servers started as ``program``: supervisors only, never their
+    workers (Go: resolvePids, which asks pgrep)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["pgrep", program], capture_output=True, text=True).stdout
+    except OSError:
+        raise SignalError("unable to resolve pid, try providing one") from None
+    pids = []
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        try:
+            pids.append(int(line))
+        except ValueError:
+            raise SignalError("unable to resolve pid, try providing one") from None
+    me = os.getpid()
+    found = set(pids)
+
+    def parent(pid: int) -> int:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return 0
+    return [p for p in pids if p != me and parent(p) not in found]
+
+
+class SignalError(Exception):
+    pass
+
+
+def send_signal(spec: str, program: str) -> None:
+    """``--signal <command>[=<pid|pid file>]``, as Go's processSignal and ProcessSignal.
+
+    Raises:
+        SignalError: with Go's message.
+    """
+    import signal as _signal
+
+    parts = spec.split("=")
+    pid_expr = ""
+    if len(parts) == 2:
+        pid_expr = parts[1]
+        try:
+            with open(pid_expr) as f:  # a pid file, else the pid itself
+                pid_expr = f.read()
+        except OSError:
+            pass
+    elif len(parts) > 2:
+        raise SignalError("invalid signal parameters: [" + " ".join(parts[2:]) + "]")
+    command = parts[0]
+    is_glob = pid_expr.endswith("*")
+    pid_str = pid_expr[:-1] if is_glob else pid_expr
+    pids = [0]
+    if pid_str:
+        try:
+            pids = [int(pid_str)]
+        except ValueError:
+            raise SignalError(f"invalid pid: {pid_str}") from None
+    if not pid_str or is_glob:
+        pids = _running_servers(program)
+    if len(pids) > 1 and not is_glob:
+        raise SignalError(f"multiple {program} processes running:"
+                          + "".join(f"\n{p}" for p in pids))
+    if not pids:
+        raise SignalError(f"no {program} processes running")
+    if command not in _SIGNALS:
+        raise SignalError(f'unknown signal "{command}"')
+    signum = getattr(_signal, _SIGNALS[command])
+    errors = ""
+    for pid in pids:
+        if pid_str and str(pid) != pid_str and not (is_glob and str(pid).startswith(pid_str)):
+            continue
+        try:
+            os.kill(pid, signum)
+        except OSError as exc:
+            errors += f'\nsignal "{command}" {pid}: {exc.strerror.lower() if exc.strerror else exc}'
+    if errors:
+        raise SignalError(errors)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,13 +284,44 @@ def main(argv: list[str] | None = None) -> int:
     if "version" in actions:
         print(f"nats-server: v{SERVER_VERSION} (natsx {__version__})")
         return 0
-    if opts.config_file:
-        print("configuration files are not supported by this natsx build yet "
-              f"(-c {opts.config_file})", file=sys.stderr)
-        return 1
-    if "check_config" in actions:
-        print("nats-server: configuration file is valid")
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "natsx"
+    if program in ("__main__.py", "-c", "-m"):
+        program = "natsx"
+    if "signal" in actions:
+        try:
+            send_signal(str(actions["signal"]), program)
+        except SignalError as exc:
+            print(f"nats-server: {exc}", file=sys.stderr)
+            return 1
         return 0
+
+    from natsx.server.config_options import (ConfigProcessError, load_options,
+                                             validate_options)
+
+    if opts.config_file:
+        try:
+            opts, warnings = load_options(opts.config_file, opts.cli_overrides)
+        except ConfigProcessError as exc:
+            print(f"nats-server: {exc}", file=sys.stderr)
+            return 1
+        if "check_config" in actions:
+            if warnings:  # Go's -t fails on warnings too
+                print("nats-server: " + "".join(w + "\n" for w in warnings), file=sys.stderr)
+                return 1
+            print(f"nats-server: configuration file {opts.config_file} is valid "
+                  f"({opts.config_digest})", file=sys.stderr)
+            return 0
+        if warnings:
+            sys.stderr.write("".join(w + "\n" for w in warnings))
+    elif "check_config" in actions:
+        print("nats-server: must specify [-c, --config] option to check configuration file "
+              "syntax", file=sys.stderr)
+        return 1
+    try:
+        validate_options(opts)
+    except ConfigProcessError as exc:
+        print(f"nats-server: {exc.errors[0]}", file=sys.stderr)
+        return 1
     if opts.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 1
@@ -189,10 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     from natsx import logs
     from natsx.supervisor.arbiter import Arbiter
 
-    logs.setup(debug=opts.debug, trace=opts.trace, logtime=opts.logtime, log_file=opts.log_file)
-    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "natsx"
-    if program in ("__main__.py", "-c", "-m"):
-        program = "natsx"
+    logs.setup(debug=opts.debug, trace=opts.trace, logtime=opts.logtime, log_file=opts.log_file,
+               logtime_utc=opts.logtime_utc)
     try:
         return Arbiter(opts, program).run()
     except OSError as exc:

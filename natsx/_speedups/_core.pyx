@@ -215,6 +215,9 @@ cdef class Client:
     cdef public long long inflight        # bytes taken for sending but not yet written
     cdef public object perm_pub           # None, or an object with allowed(subject) -> bool
     cdef public object perm_deliver       # None, or an object with allowed(subject, queue) -> bool
+    # None, or an object with add(reply) (called per delivery carrying a reply) and
+    # allowed(subject) -> bool (asked, uncached, when perm_pub denies): allow_responses
+    cdef public object perm_replies
     cdef public dict subs                 # sid -> Subscription, maintained by the server
     cdef public object conn               # the server's connection object
     cdef public bytes account_name        # carried with messages forwarded to peers
@@ -281,6 +284,7 @@ cdef class Client:
         self.inflight = 0
         self.perm_pub = None
         self.perm_deliver = None
+        self.perm_replies = None
         self.subs = {}
         self.account_name = b"$G"
         self.peer = False
@@ -458,6 +462,8 @@ cdef class Client:
         router.out_msgs += 1
         router.out_bytes += msize
         c._touch()
+        if rlen and c.perm_replies is not None:
+            c.perm_replies.add(PyBytes_FromStringAndSize(<char*>reply, rlen))
         return True
 
     cdef int _route(self, const unsigned char* subj, Py_ssize_t slen,
@@ -472,6 +478,7 @@ cdef class Client:
         cdef list qgroup
         cdef Py_ssize_t i, n, start, k
         cdef bint did = False
+        cdef bint dynamic = False
         cdef object allowed
 
         self.in_msgs += 1
@@ -501,15 +508,19 @@ cdef class Client:
                         self._perm_cache.clear()
                     self._perm_cache[subject] = allowed
                 if not allowed:
-                    self._send_err('Permissions Violation for Publish to "%s"'
-                                   % subject.decode("utf-8", "replace"))
-                    return 0
+                    # A response the client may send (allow_responses) counts each time,
+                    # so it is neither cached nor memoised.
+                    if self.perm_replies is None or not self.perm_replies.allowed(subject):
+                        self._send_err('Permissions Violation for Publish to "%s"'
+                                       % subject.decode("utf-8", "replace"))
+                        return 0
+                    dynamic = True
             if slen > 5 and memcmp(subj, b"$NRG.", 5) == 0 and not getattr(self.account, "is_system", False):
                 self._send_err('Permissions Violation for Publish to "%s"'
                                % subject.decode("utf-8", "replace"))
                 return 0
             r = sl.match(subject)
-            self._last_subject = subject
+            self._last_subject = None if dynamic else subject
             self._last_result = r
             self._last_genid = sl.genid
 

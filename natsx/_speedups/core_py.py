@@ -99,7 +99,7 @@ class Client:
     __slots__ = ("cid", "router", "sublist", "account", "headers", "echo", "verbose",
                  "pedantic", "no_responders", "internal", "auth_pending", "closed", "slow",
                  "flush_pending", "max_payload", "max_control_line", "max_pending", "inflight",
-                 "perm_pub", "perm_deliver", "subs", "conn", "in_msgs", "in_bytes", "out_msgs",
+                 "perm_pub", "perm_deliver", "perm_replies", "subs", "conn", "in_msgs", "in_bytes", "out_msgs",
                  "out_bytes", "_out", "_buf", "_closed_parse", "_last_subject", "_last_result",
                  "_last_genid", "_perm_cache", "account_name", "peer", "ring", "overflow",
                  "overflow_bytes", "_congested")
@@ -125,6 +125,7 @@ class Client:
         self.inflight = 0
         self.perm_pub = None
         self.perm_deliver = None
+        self.perm_replies = None
         self.subs: dict = {}
         self.conn = None
         self.account_name = b"$G"
@@ -221,6 +222,8 @@ class Client:
         router.out_msgs += 1
         router.out_bytes += msize
         c._touch()
+        if reply and c.perm_replies is not None:
+            c.perm_replies.add(reply)
         return True
 
     def _route(self, subject: bytes, reply: bytes, hdr: bytes, pay: bytes) -> None:
@@ -236,6 +239,7 @@ class Client:
             self._send_err('Permissions Violation for Publish to "%s"' % subject.decode("utf-8", "replace"))
             return
 
+        dynamic = False
         if (self._last_subject is not None and self._last_subject == subject
                 and self._last_genid == sl.genid):
             r = self._last_result
@@ -248,16 +252,20 @@ class Client:
                         self._perm_cache.clear()
                     self._perm_cache[subject] = allowed
                 if not allowed:
-                    self._send_err('Permissions Violation for Publish to "%s"'
-                                   % subject.decode("utf-8", "replace"))
-                    return
+                    # A response the client may send (allow_responses) counts each time,
+                    # so it is neither cached nor memoised.
+                    if self.perm_replies is None or not self.perm_replies.allowed(subject):
+                        self._send_err('Permissions Violation for Publish to "%s"'
+                                       % subject.decode("utf-8", "replace"))
+                        return
+                    dynamic = True
             if (len(subject) > 5 and subject.startswith(b"$NRG.")
                     and not getattr(self.account, "is_system", False)):
                 self._send_err('Permissions Violation for Publish to "%s"'
                                % subject.decode("utf-8", "replace"))
                 return
             r = sl.match(subject)
-            self._last_subject = subject
+            self._last_subject = None if dynamic else subject
             self._last_result = r
             self._last_genid = sl.genid
 

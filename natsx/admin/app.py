@@ -7,10 +7,9 @@ are concatenated, then sorted and paged as the Go server's /connz does.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
-
-import json
 from datetime import datetime
 
 from starlette.applications import Starlette
@@ -60,6 +59,12 @@ def _bool(v: str | None) -> bool:
     return v is not None and v.lower() in ("1", "true", "t", "yes", "y", "detail")
 
 
+def _decode_error(kind: str, name: str, func: str, value: str) -> str:
+    # monitor.go decodeBool/decodeInt/decodeUint64 with the strconv error text.
+    return (f"Error decoding {kind} for '{name}': strconv.{func}: parsing \"{value}\": "
+            "invalid syntax")
+
+
 def _go_bool(q, name: str) -> bool:
     v = q.get(name)
     if not v:
@@ -68,7 +73,7 @@ def _go_bool(q, name: str) -> bool:
         return True
     if v in _GO_FALSE:
         return False
-    raise BadRequest(f'Error decoding boolean for \'{name}\': strconv.ParseBool: parsing "{v}": invalid syntax')
+    raise BadRequest(_decode_error("boolean", name, "ParseBool", v))
 
 
 def _go_int(q, name: str) -> int:
@@ -78,7 +83,7 @@ def _go_int(q, name: str) -> int:
     try:
         return int(v, 10)
     except ValueError:
-        raise BadRequest(f'Error decoding int for \'{name}\': strconv.Atoi: parsing "{v}": invalid syntax') from None
+        raise BadRequest(_decode_error("int", name, "Atoi", v)) from None
 
 
 def _go_uint(q, name: str) -> int:
@@ -86,7 +91,7 @@ def _go_uint(q, name: str) -> int:
     if not v:
         return 0
     if not v.isdigit():
-        raise BadRequest(f'Error decoding uint64 for \'{name}\': strconv.ParseUint: parsing "{v}": invalid syntax')
+        raise BadRequest(_decode_error("uint64", name, "ParseUint", v))
     return int(v)
 
 
@@ -127,6 +132,10 @@ class Monitor:
         total = {k: sum(p.get(k, 0) for p in parts) for k in (
             "connections", "total_connections", "in_msgs", "out_msgs", "in_bytes",
             "out_bytes", "slow_consumers", "subscriptions")}
+        worker_pids = [0] * len(self.links)
+        for p in parts:
+            if 0 <= p.get("worker", -1) < len(worker_pids):
+                worker_pids[p["worker"]] = p.get("pid", 0)
         now = time.time()
         mem = 0
         try:
@@ -177,6 +186,9 @@ class Monitor:
             "config_load_time": rfc3339(self.config_load_time),
             "system_account": "$SYS",
             "workers": len(self.links),
+            # natsx extension: each worker's process id by worker index (0 when it did
+            # not answer), for operators and tests that signal one worker.
+            "worker_pids": worker_pids,
         }
 
     async def connz(self, q) -> dict:
@@ -238,7 +250,7 @@ class Monitor:
             raise BadRequest(f"invalid test subject, must be valid publish subject: {test}")
         parts = await self.gather({"op": "subsz", "subs": want_subs, "test": test})
         stats = [p["stats"] for p in parts]
-        num_subs = max((s["num_subscriptions"] for s in stats), default=0)
+        num_subs = sum(s["num_subscriptions"] for s in stats)   # each worker: its own clients
         out = {
             "server_id": self.server_id,
             "now": rfc3339(time.time()),

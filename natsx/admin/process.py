@@ -8,6 +8,7 @@ import socket
 
 from natsx.admin.app import Monitor, create_app
 from natsx.server.control import AdminLink
+from natsx.server.reload import reload_admin
 
 
 def run_admin(options, *, server_id: str, start_time: float, listener: socket.socket,
@@ -23,8 +24,8 @@ def run_admin(options, *, server_id: str, start_time: float, listener: socket.so
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-        for sig in (signal.SIGHUP, signal.SIGUSR2):
-            loop.add_signal_handler(sig, lambda: None)
+        loop.add_signal_handler(signal.SIGHUP, reload_admin, monitor)
+        loop.add_signal_handler(signal.SIGUSR2, lambda: None)
         await server.serve(sockets=[listener])
 
     asyncio.run(main())

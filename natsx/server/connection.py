@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from natsx.protocol import events as ev
+from natsx.server.authorization import authorize
 
 if TYPE_CHECKING:
     from natsx.server.worker import Server
@@ -102,6 +103,8 @@ class ClientConnection:
         self._ping_sent_at = 0.0
         self._rtt_start = 0.0
         self.nonce = ""
+        self.connect_opts: dict = {}   # the CONNECT, kept to re-check it on a reload
+        self.perms = None              # natsx.auth.permissions.PermissionSet, or None
         self.sub_seq = 0
         self.deferred_pongs = 0
         self.final_subs: list = []
@@ -208,13 +211,13 @@ class ClientConnection:
             self._write_wakeup.set()
 
     async def _writer(self) -> None:
-        deadline = self.server.options.write_deadline
         while True:
             await self._write_wakeup.wait()
             self._write_wakeup = trio.Event()
             while self._chunks:
                 chunk = self._chunks[0]
-                with trio.move_on_after(deadline) as timeout:
+                # The options in force now: a reload may have changed the deadline.
+                with trio.move_on_after(self.server.options.write_deadline) as timeout:
                     await trio.lowlevel.wait_writable(self.sock)
                 if timeout.cancelled_caught:
                     self.server.note_slow_consumer(self)
@@ -264,6 +267,9 @@ class ClientConnection:
                 self._read_size //= 2
             self._last_client_activity = trio.current_time()
             self.last_activity = time.time()
+            mesh = server.mesh
+            if mesh is not None and mesh.inbox.pending_bytes():
+                mesh.poll()   # peers' interest that arrived first applies to this read
             core.feed(data)
             while True:
                 event = core.next_event()
@@ -285,16 +291,18 @@ class ClientConnection:
     def _handle(self, event: tuple) -> None:
         kind = event[0]
         if kind == ev.PING:
-            mesh = self.server.mesh
-            # Across workers a PONG also promises that every worker knows this client's
-            # subscriptions (see natsx.server.mesh, "Ordering").
-            if mesh is None or mesh.pong_ready(self):
-                self.queue(b"PONG\r\n")
-                self._touch()
+            reply = b"PONG\r\n"
             if self.connect_received and not self.first_pong_sent:
                 self.first_pong_sent = True
                 if self.protocol >= 1:
-                    self.queue(self.server.info_bytes(self, connect_info=True))
+                    # After the PONG, which clients read as the end of their handshake.
+                    reply += self.server.info_bytes(self, connect_info=True)
+            mesh = self.server.mesh
+            # Across workers a PONG also promises that every worker knows this client's
+            # subscriptions (see natsx.server.mesh, "Ordering").
+            if mesh is None or mesh.pong_ready(self, reply):
+                self.queue(reply)
+                self._touch()
         elif kind == ev.PONG:
             self.pings_out = 0
             if self._ping_sent_at:
@@ -354,14 +362,12 @@ class ClientConnection:
         self.protocol = proto
         self.connect_received = True
         # Checked in the order of Go's processConnect: credentials, account, protocol, headers.
-        if core.auth_pending or server.auth.required:
-            user = server.auth.check(opts, self)
-            if user is None:
-                server.note_auth_error(self)
-                self.close(AUTH_VIOLATION, "Authorization Violation")
-                return
-            self.user = user
-            core.auth_pending = False
+        self.connect_opts = opts
+        if not authorize(server, self, opts):
+            server.note_auth_error(self)
+            self.close(AUTH_VIOLATION, "Authorization Violation")
+            return
+        core.auth_pending = False
         if opts.get("account") or opts.get("new_account"):
             server.note_auth_error(self)
             self.close(AUTH_VIOLATION, "Authorization Violation")
@@ -395,7 +401,10 @@ class ClientConnection:
         delay += random.random() * delay / 5
         while True:
             await trio.sleep(delay)
-            delay = interval
+            # Read the options each time: a reload changes them for live connections too
+            # (Go re-reads them whenever it sets the ping timer).
+            opts = self.server.options
+            interval = delay = opts.ping_interval
             now = time.monotonic()
             need_rtt = self.rtt == 0 or now - self._rtt_start > 300
             # Skip the ping when the client spoke recently (Go: processPingTimer).

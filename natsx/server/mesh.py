@@ -10,10 +10,18 @@ queue) whose client is that peer's ``Client`` with ``peer=True``. The compiled c
 matching message once to each peer with interest, naming the queue groups the peer must
 serve, and the peer fans it out to its own subscribers (``Client.drain_peer``).
 
-Ordering: a flush (PING) from a client that subscribed is answered only after every live
-peer has acknowledged the subscription's announcement, so "subscribe, flush, then publish
-from any connection" never loses a message, as in one process. Announcements are numbered;
-a peer acknowledges the highest number it applied after each batch.
+Ordering: a flush (PING) is answered only after every live peer has acknowledged the
+client's latest SUB or UNSUB announcement, so "subscribe, flush, then publish from any
+connection" never loses a message, as in one process. Announcements are numbered; a peer
+acknowledges the highest number it applied after each batch.
+
+nats-py (2.15) writes PING straight to the socket but SUB through its flusher task, so the
+SUB often arrives just after the PING. In one process it is applied long before another
+client can react to the PONG; across workers its announcement races the publish. Two
+things narrow that race (they cannot close it: the SUB may come after the PONG left):
+every PONG waits for one round trip through the peers, and a SUB or UNSUB read meanwhile
+raises the number it waits for; and a reader applies the records already in its rings
+before it routes a read, so interest that reached the worker first counts first.
 
 Liveness: the supervisor keeps a small table in shared memory (alive flag, generation and
 heartbeat per worker). When a peer dies, its interest is dropped here and nothing more is
@@ -180,7 +188,7 @@ class Mesh:
             self._announce(RecordKind.SUB, key, n)
         return self.seq
 
-    def sub_removed(self, account: bytes, sub) -> None:
+    def sub_removed(self, account: bytes, sub) -> int:
         key = (account, sub.subject, sub.queue)
         n = self.local.get(key, 0) - 1
         if n > 0:
@@ -190,6 +198,7 @@ class Mesh:
         else:
             self.local.pop(key, None)
             self._announce(RecordKind.UNSUB, key, 0)
+        return self.seq
 
     def _announce(self, kind: int, key: tuple, weight: int) -> None:
         self.seq += 1
@@ -201,13 +210,23 @@ class Mesh:
 
     # ------------------------------------------------------------------ flush barrier
 
-    def pong_ready(self, conn) -> bool:
-        """True when a PONG for ``conn`` may go now; otherwise it is queued for the acks."""
-        needed = conn.sub_seq
-        if not conn.deferred_pongs and needed <= self._min_acked():
-            return True
+    def pong_ready(self, conn, reply: bytes) -> bool:
+        """True when the PONG (``reply``) for ``conn`` may go now; otherwise it is queued
+        until every live peer acknowledged a round trip started here."""
+        live = [link for link in self.links.values() if link.alive]
+        if live:
+            self.seq += 1
+            seq = b"%d" % self.seq
+            for link in live:
+                link.send(RecordKind.CONTROL, b"", _ACK + b"?", payload=seq)
+        else:
+            if conn.deferred_pongs:
+                self._release_pongs()
+            if not conn.deferred_pongs:
+                return True
+            # No peer to wait for, but this client's earlier PONGs still wait: keep order.
         conn.deferred_pongs += 1
-        self.deferred.append((needed, conn))
+        self.deferred.append([self.seq, conn, reply, False])
         return False
 
     def _min_acked(self) -> int:
@@ -216,11 +235,20 @@ class Mesh:
 
     def _release_pongs(self) -> None:
         floor = self._min_acked()
-        while self.deferred and self.deferred[0][0] <= floor:
-            _, conn = self.deferred.popleft()
+        while self.deferred:
+            entry = self.deferred[0]
+            needed, conn, reply, raised = entry
+            if not raised and conn.sub_seq > needed:
+                # A SUB/UNSUB read after the PING was announced later: wait for it too,
+                # once, so a client that keeps subscribing still gets its PONG.
+                entry[0] = needed = conn.sub_seq
+                entry[3] = True
+            if not conn.closed and needed > floor:
+                break
+            self.deferred.popleft()
             conn.deferred_pongs -= 1
             if not conn.closed:
-                conn.queue(b"PONG\r\n")
+                conn.queue(reply)
                 conn._touch()
 
     # ------------------------------------------------------------------ loop
@@ -229,21 +257,30 @@ class Mesh:
         server = self.server
         while True:
             await self.inbox.wait()
-            self._check_peers()
-            for link in self.links.values():
-                others = link.core.drain_peer(link.inbound)
-                if others:
-                    for rec in others:
-                        try:
-                            self._apply(link, rec)
-                        except (ValueError, KeyError) as exc:
-                            log.error("bad mesh record from worker %d: %r (%s)", link.index,
-                                      rec[:4], exc)
-                if link.index in self._received:
-                    link.send(RecordKind.CONTROL, b"", _ACK,
-                              payload=b"%d" % self._received.pop(link.index))
-            self._release_pongs()
+            self.poll()
             server.after_batch()
+
+    def poll(self) -> None:
+        """Applies what the peers wrote: messages, interest, acknowledgements.
+
+        The mesh task calls it when woken; a client's reader calls it too, before routing
+        a read, when records wait: interest that reached this worker before the publish
+        did must count for it, whichever task trio happens to run first.
+        """
+        self._check_peers()
+        for link in self.links.values():
+            others = link.core.drain_peer(link.inbound)
+            if others:
+                for rec in others:
+                    try:
+                        self._apply(link, rec)
+                    except (ValueError, KeyError) as exc:
+                        log.error("bad mesh record from worker %d: %r (%s)", link.index,
+                                  rec[:4], exc)
+            if link.index in self._received:
+                link.send(RecordKind.CONTROL, b"", _ACK,
+                          payload=b"%d" % self._received.pop(link.index))
+        self._release_pongs()
 
     def after_batch(self) -> None:
         """Writes overflow, signals peers once per batch, updates back-pressure."""
@@ -258,6 +295,8 @@ class Mesh:
             self.congested = trio.Event()
         elif not congested and not self.congested.is_set():
             self.congested.set()
+        if self.deferred:
+            self._release_pongs()
         self._notify()
 
     def _notify(self) -> None:

@@ -5,6 +5,7 @@ The admin process asks every worker over the control channel and merges the part
 """
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, timezone
 
@@ -55,9 +56,20 @@ def handle(server, request: dict) -> dict:
     return {"error": f"unknown op {op!r}"}
 
 
+def local_subscriptions(server) -> int:
+    """Subscriptions of this worker's clients: its sublist less the peer workers' interest,
+    which every worker holds a copy of (natsx.server.mesh)."""
+    count = server.global_account.sublist.count
+    mesh = getattr(server, "mesh", None)
+    if mesh is not None:
+        count -= sum(1 for link in mesh.links.values() for key in link.remote
+                     if key[0] == b"$G")
+    return count
+
+
 def varz_part(server) -> dict:
     router = server.router
-    subs = server.global_account.sublist.count
+    subs = local_subscriptions(server)
     return {
         "connections": len(server.connections),
         "total_connections": server.total_connections,
@@ -68,6 +80,7 @@ def varz_part(server) -> dict:
         "slow_consumers": server.slow_consumers,
         "subscriptions": subs,
         "worker": server.worker_index,
+        "pid": os.getpid(),
     }
 
 
@@ -164,10 +177,11 @@ def connz_part(server, request: dict) -> dict:
 def subsz_part(server, request: dict) -> dict:
     sl = server.global_account.sublist
     stats = sl.stats()
+    stats["num_subscriptions"] = local_subscriptions(server)
     part = {"stats": stats}
     if request.get("subs"):
         test = request.get("test")
-        subs = sl.all_subscriptions()
+        subs = [s for s in sl.all_subscriptions() if not getattr(s.client, "peer", False)]
         if test:
             from natsx._speedups import load
 

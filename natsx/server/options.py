@@ -22,6 +22,7 @@ AUTH_TIMEOUT = 2.0
 WRITE_DEADLINE = 10.0
 LAME_DUCK_DURATION = 120.0
 LAME_DUCK_GRACE_PERIOD = 10.0
+MAX_CLOSED_CLIENTS = 10000
 
 
 @attrs.define(eq=False)
@@ -49,16 +50,22 @@ class Options:
     lame_duck_grace_period: float = LAME_DUCK_GRACE_PERIOD
     no_header_support: bool = False
     disable_sublist_cache: bool = False
-    # auth given on the command line (the config layer adds users, nkeys, accounts)
+    max_closed_clients: int = MAX_CLOSED_CLIENTS
+    # auth: the single user or token (command line or authorization block), and the
+    # users of the authorization block (None when there are none)
     username: str = ""
-    password: str = ""
-    authorization: str = ""
+    password: str = attrs.field(default="", repr=False)
+    authorization: str = attrs.field(default="", repr=False)
     auth_timeout: float = AUTH_TIMEOUT
+    users: list | None = None
+    nkeys: list | None = None
     no_auth_user: str = ""
     # logging
     debug: bool = False
     trace: bool = False
+    trace_verbose: bool = False
     logtime: bool = True
+    logtime_utc: bool = False
     log_file: str = ""
     syslog: bool = False
     pid_file: str = ""
@@ -69,8 +76,12 @@ class Options:
     # runtime
     workers: int = attrs.field(factory=lambda: os.cpu_count() or 1)
     config_file: str = ""
+    config_digest: str = ""
+    # flags given on the command line, by attribute: they win over the config file, at
+    # startup and on every reload (Go: FlagSnapshot)
+    cli_overrides: dict = attrs.Factory(dict)
     tags: list = attrs.Factory(list)
 
     @property
     def auth_required(self) -> bool:
-        return bool(self.username or self.authorization)
+        return bool(self.username or self.authorization or self.users or self.nkeys)

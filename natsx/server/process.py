@@ -9,6 +9,7 @@ import trio
 
 from natsx.server import control, monitor
 from natsx.server.options import Options
+from natsx.server.reload import reload_worker
 from natsx.server.worker import Server
 
 log = logging.getLogger("natsx")
@@ -23,7 +24,7 @@ async def _signals(server: Server, nursery: trio.Nursery) -> None:
             elif sig == signal.SIGUSR2:
                 nursery.start_soon(server.lame_duck_mode)
             elif sig == signal.SIGHUP:
-                log.info("Reloading server configuration is not available without a config file")
+                reload_worker(server)
             elif sig == signal.SIGUSR1:
                 from natsx.logs import reopen
 

@@ -22,9 +22,11 @@ import trio
 
 from natsx import SERVER_VERSION, __version__
 from natsx._speedups import load
-from natsx.auth.basic import Authenticator
+from natsx.auth.nkeys import new_nonce
+from natsx.auth.users import Authenticator
 from natsx.protocol import encode
 from natsx.server.accounts import Account
+from natsx.server.authorization import check_subscribe
 from natsx.server.connection import (MAX_CONNECTIONS, SERVER_SHUTDOWN, ClientConnection)
 from natsx.server.options import Options
 
@@ -32,8 +34,6 @@ log = logging.getLogger("natsx")
 
 _core = load("core")
 _sublist = load("sublist")
-
-CLOSED_CONNECTIONS_KEPT = 10000   # Go: MaxClosedClients
 
 
 class Server:
@@ -54,7 +54,7 @@ class Server:
         self.mesh = None
         self.auth = Authenticator(options)
         self.connections: dict[int, ClientConnection] = {}
-        self.closed: deque = deque(maxlen=CLOSED_CONNECTIONS_KEPT)
+        self.closed: deque = deque(maxlen=max(options.max_closed_clients, 0))
         self.total_connections = 0
         self.slow_consumers = 0
         self.auth_errors = 0
@@ -89,6 +89,8 @@ class Server:
         info["client_id"] = conn.cid
         info["client_ip"] = conn.ip
         if self.auth.nonce_required:
+            if not conn.nonce:
+                conn.nonce = new_nonce()
             info["nonce"] = conn.nonce
         if self.lame_duck:
             info["ldm"] = True
@@ -184,6 +186,9 @@ class Server:
     def process_sub(self, conn: ClientConnection, subject: bytes, queue: bytes | None,
                     sid: bytes) -> None:
         core = conn.core
+        # Go (processSubEx) checks permissions first, even for a sid already in use.
+        if conn.perms is not None and not check_subscribe(self, conn, subject, queue, sid):
+            return
         if sid in core.subs:
             # Re-using a sid is ignored: the first SUB wins (Go: processSubEx).
             if core.verbose:
@@ -233,7 +238,10 @@ class Server:
             sub.closed = True
             core.sublist.remove(sub)
             if self.mesh is not None:
-                self.mesh.sub_removed(core.account_name, sub)
+                seq = self.mesh.sub_removed(core.account_name, sub)
+                if core.conn is not None:
+                    # "UNSUB, flush" promises the peers stopped routing here too.
+                    core.conn.sub_seq = seq
 
     # ------------------------------------------------------------------ batches
 

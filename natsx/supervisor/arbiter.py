@@ -59,6 +59,22 @@ def bind_tcp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket
     return sock
 
 
+def ring_capacity(o: Options) -> int:
+    """Ring size such that the largest message a client may publish fits in one record.
+
+    A ring takes records of up to half its capacity; a forwarded message carries up to
+    max_payload bytes of headers and payload, a subject and a reply (each at most a control
+    line), and the account with the queue groups to serve.
+    """
+    from natsx.mesh.ring import DEFAULT_CAPACITY
+
+    largest = 64 + o.max_payload + 3 * o.max_control_line
+    capacity = DEFAULT_CAPACITY
+    while capacity // 2 < largest:
+        capacity *= 2
+    return capacity
+
+
 class Child:
     __slots__ = ("kind", "index", "pid", "started", "quick_deaths", "generation", "beat",
                  "beat_seen")
@@ -100,6 +116,11 @@ class Arbiter:
         # One SO_REUSEPORT listener per worker: the kernel spreads connections over the
         # workers, and a dead worker's listener stays open here, so connections that
         # arrive while it restarts wait in its backlog instead of being refused.
+        if n > 1 and o.port > 0:
+            # With SO_REUSEPORT this group would silently join another process's group on
+            # the same port (same user) and share its clients: a plain bind refuses a busy
+            # port, as the Go server's does.
+            bind_tcp(o.host, o.port).close()
         first = bind_tcp(o.host, o.port, reuse_port=n > 1)
         o.port = first.getsockname()[1]
         self.client_listeners = [first] + [bind_tcp(o.host, o.port, reuse_port=True)
@@ -113,7 +134,7 @@ class Arbiter:
         from natsx.mesh import RingSet
         from natsx.server.mesh import PeerTable
 
-        self.ringset = RingSet(n) if n > 1 else None
+        self.ringset = RingSet(n, ring_capacity(o)) if n > 1 else None
         self.peer_table = PeerTable(n)
         # One control channel per worker, between that worker and the admin process.
         self.control_pairs = [socket.socketpair() for _ in range(n)]
@@ -129,6 +150,9 @@ class Arbiter:
         log.info("  Name:     %s", o.server_name or self.server_id)
         log.info("  ID:       %s", self.server_id)
         log.info("  Workers:  %d", o.workers)
+        from natsx.server.reload import log_startup_notes
+
+        log_startup_notes(o)
         if self.http_listener:
             log.info("Starting http monitor on %s:%d", o.http_host or o.host, o.http_port)
         log.info("Listening for client connections on %s:%d", o.host, o.port)
@@ -215,9 +239,11 @@ class Arbiter:
             pass
 
     def run(self) -> int:
-        self.setup()
+        # Handlers first: the port accepts connections as soon as setup() binds it, and a
+        # signal sent from then on (a reload, a stop) must be queued, not kill us.
         for sig in _HANDLED_SIGNALS:
             signal.signal(sig, self._on_signal)
+        self.setup()
         self.write_pid_file()
         self.write_ports_file()
         for w in self.workers:
@@ -340,7 +366,11 @@ class Arbiter:
         self.signal_children(signal.SIGUSR2, "worker")
 
     def handle_sighup(self) -> None:
-        self.signal_children(signal.SIGHUP, "worker")
+        from natsx.server.reload import reload_supervisor
+
+        # Children reload only what the supervisor accepted (natsx.server.reload).
+        if reload_supervisor(self):
+            self.signal_children(signal.SIGHUP)
 
     def handle_sigusr1(self) -> None:
         self.signal_children(signal.SIGUSR1)

@@ -1,0 +1,238 @@
+"""Configuration reload on SIGHUP: Go's Server.Reload and diffOptions, for natsx's options.
+
+Theory of operation
+-------------------
+Every process (the supervisor, each worker, the admin process) holds its own ``Options``.
+On SIGHUP the supervisor re-reads the config file under the command-line flags it started
+with (flags still win), validates the result and compares it with the options in force,
+field by field in the order of Go's ``Options`` struct. A changed field that cannot change
+at run time (a listener, the server name, ...) refuses the whole reload: the supervisor logs
+Go's ``config reload not supported for <Field>: old=..., new=...`` and forwards nothing, so
+the old config stays in force everywhere. Otherwise it logs one ``Reloaded: ...`` line per
+change, as Go does, and forwards SIGHUP to its children; each of them repeats the read and
+the comparison and applies the result to what it owns (a worker to its connections, see
+natsx.server.authorization.apply_reload).
+
+The children read the file themselves rather than receive options from the supervisor, so
+an edit racing the signal could reach them and not the supervisor; each child refuses a
+non-reloadable change on its own, so that race can only make a child apply a newer
+reloadable config than the supervisor logged.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable
+
+from natsx import logs
+from natsx.server.config_options import (
+    ConfigProcessError,
+    go_duration_string,
+    go_float,
+    load_options,
+    validate_options,
+)
+from natsx.server.options import Options
+
+log = logging.getLogger("natsx")
+
+NO_CONFIG_FILE = "can only reload config when a file is provided using -c or --config"
+
+
+class ReloadError(Exception):
+    """The reload is refused; the text is Go's."""
+
+
+def _v(value: Any) -> str:
+    # Go's %v of the option values natsx has.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return go_float(value)
+    if value is None:
+        return "[]"
+    return str(value)
+
+
+def _dur(value: float) -> str:
+    return go_duration_string(value)
+
+
+# (attribute, Go field name, what to log when it changes; None: not reloadable), in the
+# order of Go's Options struct, which is the order Go logs the changes in.
+_FIELDS: list[tuple[str, str, Callable[[Any], str | None] | None]] = [
+    ("server_name", "ServerName", None),
+    ("host", "Host", None),
+    ("port", "Port", None),
+    ("client_advertise", "ClientAdvertise", lambda v: f"client_advertise = {v}"),
+    ("trace", "Trace", lambda v: f"trace = {_v(v)}"),
+    ("debug", "Debug", lambda v: f"debug = {_v(v)}"),
+    ("trace_verbose", "TraceVerbose", lambda v: f"trace_verbose = {_v(v)}"),
+    ("disable_sublist_cache", "NoSublistCache", None),
+    ("no_header_support", "NoHeaderSupport", None),
+    ("logtime", "Logtime", lambda v: f"logtime = {_v(v)}"),
+    ("logtime_utc", "LogtimeUTC", lambda v: f"logtime_utc = {_v(v)}"),
+    ("max_connections", "MaxConn", lambda v: f"max_connections = {v}"),
+    ("max_subscriptions", "MaxSubs", None),
+    ("max_sub_tokens", "MaxSubTokens", None),
+    ("nkeys", "Nkeys", lambda v: "authorization nkey users"),
+    ("users", "Users", lambda v: "authorization users"),
+    ("no_auth_user", "NoAuthUser", None),
+    ("username", "Username", lambda v: "authorization username"),
+    ("password", "Password", lambda v: "authorization password"),
+    ("authorization", "Authorization", lambda v: "authorization token"),
+    ("ping_interval", "PingInterval", lambda v: f"ping_interval = {_dur(v)}"),
+    ("max_pings_out", "MaxPingsOut", lambda v: f"ping_max = {v}"),
+    ("http_host", "HTTPHost", None),
+    ("http_port", "HTTPPort", None),
+    ("http_base_path", "HTTPBasePath", None),
+    ("https_port", "HTTPSPort", None),
+    ("auth_timeout", "AuthTimeout", lambda v: f"authorization timeout = {_v(v)}"),
+    ("max_control_line", "MaxControlLine", lambda v: f"max_control_line = {v}"),
+    ("max_payload", "MaxPayload", lambda v: f"max_payload = {v}"),
+    ("max_pending", "MaxPending", None),
+    ("jetstream", "JetStream", None),
+    ("store_dir", "StoreDir", None),
+    ("pid_file", "PidFile", lambda v: f"pid_file = {v}" if v else None),
+    ("ports_file_dir", "PortsFileDir", lambda v: f"ports_file_dir = {v}"),
+    ("log_file", "LogFile", lambda v: f"log_file = {v}"),
+    ("syslog", "Syslog", None),
+    ("write_deadline", "WriteDeadline", lambda v: f"write_deadline = {_dur(v)}"),
+    ("max_closed_clients", "MaxClosedClients", None),
+    ("lame_duck_duration", "LameDuckDuration", None),
+    ("lame_duck_grace_period", "LameDuckGracePeriod", None),
+    ("tags", "Tags", lambda v: "tags"),
+]
+_DURATIONS = {"ping_interval", "write_deadline", "lame_duck_duration", "lame_duck_grace_period"}
+LOGGING_FIELDS = ("debug", "trace", "trace_verbose", "logtime", "logtime_utc", "log_file")
+
+
+def read_new_options(current: Options) -> Options:
+    """The config file re-read under the same flags, validated.
+
+    Raises:
+        ReloadError: no config file, or the new config has errors.
+    """
+    if not current.config_file:
+        raise ReloadError(NO_CONFIG_FILE)
+    try:
+        new, _warnings = load_options(current.config_file, current.cli_overrides)
+        validate_options(new)
+    except ConfigProcessError as exc:
+        raise ReloadError(str(exc).rstrip("\n")) from None
+    # What was resolved at startup and is not the config's to change.
+    if new.port == -1:
+        new.port = current.port
+    if new.http_port == -1:
+        new.http_port = current.http_port
+    new.workers = current.workers
+    return new
+
+
+def diff_options(old: Options, new: Options) -> list[str]:
+    """The ``Reloaded: ...`` texts for the changes, in Go's order.
+
+    Raises:
+        ReloadError: a field that cannot be reloaded changed.
+    """
+    changes: list[str] = []
+    for attr, go_name, describe in _FIELDS:
+        before, after = getattr(old, attr), getattr(new, attr)
+        if attr == "users":
+            changes.append(describe(after))  # Go re-checks the users on every reload
+            continue
+        if before == after:
+            continue
+        if attr == "no_auth_user" and before and not after and not any(
+                u.username == before for u in new.users or ()):
+            continue  # Go: dropping no_auth_user is fine when its user went too
+        if describe is None or attr == "no_auth_user":
+            shown = (_dur(before), _dur(after)) if attr in _DURATIONS else (_v(before), _v(after))
+            raise ReloadError(f"config reload not supported for {go_name}: "
+                              f"old={shown[0]}, new={shown[1]}")
+        text = describe(after)
+        if text:
+            changes.append(text)
+    return changes
+
+
+def logging_changed(old: Options, new: Options) -> bool:
+    return any(getattr(old, a) != getattr(new, a) for a in LOGGING_FIELDS)
+
+
+# ------------------------------------------------------------------ per process
+
+def log_startup_notes(options: Options) -> None:
+    """What Go logs about its configuration at startup (NewServer, checkAuthforWarnings)."""
+    from natsx.auth.users import Authenticator
+
+    if Authenticator(options).plaintext_passwords():
+        log.warning("Plaintext passwords detected, use nkeys or bcrypt")
+    if options.config_file:
+        log.info("Using configuration file: %s", options.config_file)
+
+def reload_supervisor(arbiter) -> bool:
+    """SIGHUP in the supervisor: True when the children should reload too."""
+    current: Options = arbiter.options
+    try:
+        new = read_new_options(current)
+        changes = diff_options(current, new)
+    except ReloadError as exc:
+        log.error("Failed to reload server configuration: %s", exc)
+        return False
+    for text in changes:
+        log.info("Reloaded: %s", text)
+    if logging_changed(current, new):
+        logs.setup_from(new)
+    old_ports_file = arbiter.ports_file_path() if current.ports_file_dir else ""
+    arbiter.options = new
+    if new.pid_file and new.pid_file != current.pid_file:
+        try:
+            arbiter.write_pid_file()
+        except OSError as exc:
+            log.error("Failed to write pidfile: %s", exc)
+    if new.ports_file_dir != current.ports_file_dir:
+        if old_ports_file:
+            try:
+                os.unlink(old_ports_file)
+            except OSError:
+                pass
+        try:
+            arbiter.write_ports_file()
+        except OSError as exc:
+            log.error("Failed to write ports file: %s", exc)
+    log.info("Reloaded server configuration (%s)", new.config_digest)
+    return True
+
+
+def reload_worker(server) -> None:
+    """SIGHUP in a worker: re-read, and apply to this worker's connections."""
+    from natsx.server.authorization import apply_reload
+
+    current: Options = server.options
+    try:
+        new = read_new_options(current)
+        diff_options(current, new)
+    except ReloadError as exc:
+        # The supervisor has logged this already (it forwards the signal only when it
+        # accepted the reload); seeing it here means the file changed in between.
+        log.debug("worker %d: reload refused: %s", server.worker_index, exc)
+        return
+    if logging_changed(current, new):
+        logs.setup_from(new)
+    apply_reload(server, new)
+
+
+def reload_admin(monitor) -> None:
+    """SIGHUP in the admin process: /varz reports the reloaded options."""
+    current: Options = monitor.options
+    try:
+        new = read_new_options(current)
+        diff_options(current, new)
+    except ReloadError:
+        return
+    if logging_changed(current, new):
+        logs.setup_from(new)
+    monitor.options = new
+    monitor.config_load_time = time.time()
