@@ -45,6 +45,8 @@ async def serve_worker(sock: socket.socket, handler: Callable[[dict], dict]) -> 
             except Exception as exc:  # the admin must get an answer, never a hang
                 log.exception("control request %r failed", request.get("op"))
                 reply = {"error": str(exc)}
+            if "_id" in request:
+                reply = dict(reply, _id=request["_id"])
             await stream.send_all(encode_frame(reply))
 
 
@@ -56,6 +58,7 @@ class AdminLink:
         self._reader = None
         self._writer = None
         self._lock = None
+        self._next_id = 0
 
     async def request(self, obj: dict, timeout: float = 5.0) -> dict:
         import asyncio
@@ -64,9 +67,16 @@ class AdminLink:
             self._lock = asyncio.Lock()
             self._reader, self._writer = await asyncio.open_connection(sock=self._sock)
         async with self._lock:
-            self._writer.write(encode_frame(obj))
+            # Requests carry an id: an answer that arrives after its request timed out is
+            # skipped instead of being taken for the next request's answer.
+            self._next_id += 1
+            rid = self._next_id
+            self._writer.write(encode_frame(dict(obj, _id=rid)))
             await self._writer.drain()
-            head = await asyncio.wait_for(self._reader.readexactly(4), timeout)
-            (n,) = _LEN.unpack(head)
-            body = await asyncio.wait_for(self._reader.readexactly(n), timeout)
-            return json.loads(body)
+            while True:
+                head = await asyncio.wait_for(self._reader.readexactly(4), timeout)
+                (n,) = _LEN.unpack(head)
+                body = json.loads(await asyncio.wait_for(self._reader.readexactly(n), timeout))
+                if body.get("_id", rid) == rid:
+                    body.pop("_id", None)
+                    return body

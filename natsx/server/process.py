@@ -58,6 +58,11 @@ def run_worker(options: Options, *, server_id: str, index: int, listener: socket
                control: socket.socket | None, ringset=None, peer_table=None) -> int:
     server = Server(options, server_id=server_id, worker_index=index,
                     worker_count=options.workers, listener=listener)
+    if peer_table is not None:
+        # A restarted worker must not hand out the client ids of its previous life:
+        # each generation starts its ids a million strides further on.
+        generation = peer_table.read(index)[1]
+        server.skip_client_ids(max(generation - 1, 0) * 1_000_000)
     if ringset is not None:
         from natsx.server.mesh import Mesh
 

@@ -116,6 +116,9 @@ class Server:
         core.max_pending = o.max_pending
         return core
 
+    def skip_client_ids(self, strides: int) -> None:
+        self._next_cid += strides * self.worker_count
+
     def _allocate_cid(self) -> int:
         cid = self._next_cid
         self._next_cid += self.worker_count
