@@ -469,7 +469,10 @@ cdef class Client:
     cdef int _route(self, const unsigned char* subj, Py_ssize_t slen,
                     const unsigned char* reply, Py_ssize_t rlen,
                     const unsigned char* hdr, Py_ssize_t hlen,
-                    const unsigned char* pay, Py_ssize_t plen) except -1:
+                    const unsigned char* pay, Py_ssize_t plen,
+                    const unsigned char* dsubj, Py_ssize_t dslen) except -1:
+        # Matches ``subj`` and writes ``dsubj`` in the delivered frames: they differ only
+        # for JetStream deliveries (``route(..., deliver_as=)``). Returns 1 if delivered.
         cdef Router router = <Router>self.router
         cdef SublistResult r
         cdef Sublist sl = <Sublist>self.sublist
@@ -525,7 +528,8 @@ cdef class Client:
             self._last_genid = sl.genid
 
         # Go's isReservedReply: "_R_." counts even alone (len > 3); the others need more.
-        if rlen and ((rlen >= 4 and memcmp(reply, b"_R_.", 4) == 0)
+        # The server's own clients send $JS.ACK replies (JetStream deliveries).
+        if rlen and not self.internal and ((rlen >= 4 and memcmp(reply, b"_R_.", 4) == 0)
                      or _has_prefix(reply, rlen, "$JS.ACK.", 8)
                      or _has_prefix(reply, rlen, "_GR_.", 5)):
             self._send_err('Permissions Violation for Publish with Reply of "%s"'
@@ -542,7 +546,7 @@ cdef class Client:
             sub = <Subscription>r.psubs[i]
             if (<Client>sub.client).peer:
                 self._hit_peer(<Client>sub.client, router, None)
-            elif self._deliver(sub, subj, slen, reply, rlen, hdr, hlen, pay, plen):
+            elif self._deliver(sub, dsubj, dslen, reply, rlen, hdr, hlen, pay, plen):
                 did = True
         for qgroup in r.qsubs:
             n = len(qgroup)
@@ -557,7 +561,7 @@ cdef class Client:
                 if (<Client>sub.client).peer:
                     self._hit_peer(<Client>sub.client, router, sub.queue)
                     break
-                if self._deliver(sub, subj, slen, reply, rlen, hdr, hlen, pay, plen):
+                if self._deliver(sub, dsubj, dslen, reply, rlen, hdr, hlen, pay, plen):
                     did = True
                     break
         if router._hits:
@@ -566,7 +570,7 @@ cdef class Client:
 
         if not did and rlen and self.no_responders:
             self._no_responders(subj, slen, reply, rlen)
-        return 0
+        return 1 if did else 0
 
     cdef inline void _hit_peer(self, Client peer, Router router, object queue):
         if peer._hit_stamp != router._stamp:
@@ -959,10 +963,12 @@ cdef class Client:
                 if routed:
                     if nargs == (2 if op == _EV_PUB else 3):
                         self._route(p + astart + starts[0], lens[0], NULL, 0,
-                                    p + nl + 1, hsize, p + nl + 1 + hsize, size - hsize)
+                                    p + nl + 1, hsize, p + nl + 1 + hsize, size - hsize,
+                                    p + astart + starts[0], lens[0])
                     else:
                         self._route(p + astart + starts[0], lens[0], p + astart + starts[1], lens[1],
-                                    p + nl + 1, hsize, p + nl + 1 + hsize, size - hsize)
+                                    p + nl + 1, hsize, p + nl + 1 + hsize, size - hsize,
+                                    p + astart + starts[0], lens[0])
                     pos = need
                     continue
                 return (_EV_PUB,
@@ -1024,6 +1030,28 @@ cdef class Client:
 
     cdef tuple _max_control_line(self):
         return self._close(ERR_MAX_CONTROL_LINE, REASON_MAX_CONTROL_LINE)
+
+    def route(self, bytes subject, bytes reply, bytes headers, bytes payload, bytes deliver_as=None):
+        """Routes one message as if this client had published it; True if it was delivered.
+
+        For the server's internal clients (``internal=True``): no parsing, and replies on
+        ``$JS.ACK.`` are allowed. ``deliver_as`` is the subject written in the delivered
+        frames when it differs from the one matched (a JetStream delivery is matched on the
+        consumer's deliver subject or pull inbox but shows the message's own subject).
+        Deliveries forwarded to peer workers carry the matched subject.
+        """
+        cdef bytes shown = deliver_as if deliver_as is not None else subject
+        if self.router is None:
+            raise ValueError("route() needs a router")
+        if reply is None:
+            reply = b""
+        if headers is None:
+            headers = b""
+        return self._route(<const unsigned char*>PyBytes_AS_STRING(subject), PyBytes_GET_SIZE(subject),
+                           <const unsigned char*>PyBytes_AS_STRING(reply), PyBytes_GET_SIZE(reply),
+                           <const unsigned char*>PyBytes_AS_STRING(headers), PyBytes_GET_SIZE(headers),
+                           <const unsigned char*>PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload),
+                           <const unsigned char*>PyBytes_AS_STRING(shown), PyBytes_GET_SIZE(shown)) == 1
 
     def reset_match_memo(self):
         """Forgets the memoised match, e.g. when the client moves to another account."""

@@ -226,7 +226,12 @@ class Client:
             c.perm_replies.add(reply)
         return True
 
-    def _route(self, subject: bytes, reply: bytes, hdr: bytes, pay: bytes) -> None:
+    def _route(self, subject: bytes, reply: bytes, hdr: bytes, pay: bytes,
+               shown: bytes | None = None) -> bool:
+        # Matches ``subject`` and writes ``shown`` in the delivered frames: they differ only
+        # for JetStream deliveries (``route(..., deliver_as=)``).
+        if shown is None:
+            shown = subject
         router = self.router
         sl = self.sublist
         size = len(hdr) + len(pay)
@@ -270,7 +275,8 @@ class Client:
             self._last_genid = sl.genid
 
         # Go's isReservedReply: "_R_." counts even alone (len > 3); the others need more.
-        if reply and (reply.startswith(b"_R_.")
+        # The server's own clients send $JS.ACK replies (JetStream deliveries).
+        if reply and not self.internal and (reply.startswith(b"_R_.")
                       or (len(reply) > 8 and reply.startswith(b"$JS.ACK."))
                       or (len(reply) > 5 and reply.startswith(b"_GR_."))):
             self._send_err('Permissions Violation for Publish with Reply of "%s"'
@@ -286,7 +292,7 @@ class Client:
         for sub in r.psubs:
             if sub.client.peer:
                 hits.setdefault(sub.client, [])
-            elif self._deliver(sub, subject, reply, hdr, pay):
+            elif self._deliver(sub, shown, reply, hdr, pay):
                 did = True
         for qgroup in r.qsubs:
             n = len(qgroup)
@@ -300,7 +306,7 @@ class Client:
                 if sub.client.peer:
                     hits.setdefault(sub.client, []).append(sub.queue)
                     break
-                if self._deliver(sub, subject, reply, hdr, pay):
+                if self._deliver(sub, shown, reply, hdr, pay):
                     did = True
                     break
         if hits:
@@ -313,7 +319,8 @@ class Client:
                     self.queue(b"HMSG %s %s %d %d\r\nNATS/1.0 503\r\nNats-Subject: %s\r\n\r\n\r\n"
                                % (reply, sub.sid, hl, hl, subject))
                     self._touch()
-                    return
+                    return False
+        return did
 
     # ------------------------------------------------------------------ peers
 
@@ -509,6 +516,14 @@ class Client:
         finally:
             if not self._closed_parse and pos:
                 del self._buf[:pos]
+
+    def route(self, subject: bytes, reply: bytes | None, headers: bytes | None, payload: bytes,
+              deliver_as: bytes | None = None) -> bool:
+        """Routes one message as if this client had published it; True if it was delivered.
+        See the compiled twin."""
+        if self.router is None:
+            raise ValueError("route() needs a router")
+        return bool(self._route(subject, reply or b"", headers or b"", payload, deliver_as))
 
     def reset_match_memo(self) -> None:
         """Forgets the memoised match, e.g. when the client moves to another account."""
