@@ -46,6 +46,10 @@ Authorization Options:
         --pass <password>            Password required for connections
         --auth <token>               Authorization token required for connections
 
+JetStream Options:
+    -js, --jetstream                 Enable JetStream functionality
+    -sd, --store_dir <dir>           Set the storage directory
+
 Common Options:
     -h, --help                       Show this message
     -v, --version                    Show version
@@ -84,20 +88,21 @@ _flag(["v", "version"], "version", "action")
 _flag(["t"], "check_config", "action")
 _flag(["sl", "signal"], "signal", "command")
 _flag(["http_base_path"], "http_base_path", "str")
+_flag(["js", "jetstream"], "jetstream", "bool")
+_flag(["sd", "store_dir"], "store_dir", "str")
 
 # Flags of the Go server whose features come with later work: refused, never ignored.
 _NOT_YET = {
     "ms": "HTTPS monitoring", "https_port": "HTTPS monitoring",
     "s": "syslog", "syslog": "syslog", "r": "remote syslog", "remote_syslog": "remote syslog",
     "log_size_limit": "log size limits", "max_traced_msg_len": "trace length limits",
-    "js": "JetStream", "jetstream": "JetStream", "sd": "JetStream", "store_dir": "JetStream",
     "tls": "TLS", "tlscert": "TLS", "tlskey": "TLS", "tlsverify": "TLS", "tlscacert": "TLS",
     "routes": "clustering", "cluster": "clustering", "cluster_name": "clustering",
     "no_advertise": "clustering", "cluster_advertise": "clustering",
     "connect_retries": "clustering", "cluster_listen": "clustering",
     "profile": "profiling", "help_tls": "TLS",
 }
-_NOT_YET_BOOL = {"js", "jetstream", "tls", "tlsverify", "s", "syslog", "help_tls"}
+_NOT_YET_BOOL = {"tls", "tlsverify", "s", "syslog", "help_tls"}
 
 _TRUE = ("1", "t", "T", "true", "TRUE", "True")
 _FALSE = ("0", "f", "F", "false", "FALSE", "False")
@@ -331,6 +336,15 @@ def main(argv: list[str] | None = None) -> int:
 
     logs.setup(debug=opts.debug, trace=opts.trace, logtime=opts.logtime, log_file=opts.log_file,
                logtime_utc=opts.logtime_utc)
+    if opts.jetstream and opts.workers > 1:
+        # Streams live in one worker until the others forward $JS.API and stream publishes
+        # to it; until then JetStream runs the whole server in one worker.
+        import logging
+
+        logging.getLogger("natsx").warning(
+            "JetStream runs on a single worker for now: --workers %d reduced to 1",
+            opts.workers)
+        opts.workers = 1
     try:
         return Arbiter(opts, program).run()
     except OSError as exc:

@@ -264,8 +264,8 @@ def test_permission_subjects_are_validated(conf, subjects, reason):
 @pytest.mark.parametrize("key, feature", [
     ("tls", "TLS"), ("cluster", "clustering"), ("gateway", "gateways"),
     ("leafnodes", "leaf nodes"), ("websocket", "WebSocket"), ("mqtt", "MQTT"),
-    ("jetstream", "JetStream"), ("accounts", "accounts"), ("operator", "operator (JWT) mode"),
-    ("resolver", "operator (JWT) mode"), ("system_account", "the system account"),
+    ("jetstream", "JetStream"), ("operator", "operator (JWT) mode"),
+    ("resolver", "operator (JWT) mode"), ("no_system_account", "disabling the system account"),
     ("mappings", "subject mappings"), ("syslog", "syslog"), ("https_port", "HTTPS monitoring"),
 ])
 def test_features_natsx_lacks_are_refused_with_their_position(conf, key, feature):

@@ -215,6 +215,7 @@ cdef class Client:
     cdef public long long inflight        # bytes taken for sending but not yet written
     cdef public object perm_pub           # None, or an object with allowed(subject) -> bool
     cdef public object perm_deliver       # None, or an object with allowed(subject, queue) -> bool
+    cdef public object stall_target       # a receiver over 3/4 of max_pending (Go's stalledWait)
     # None, or an object with add(reply) (called per delivery carrying a reply) and
     # allowed(subject) -> bool (asked, uncached, when perm_pub denies): allow_responses
     cdef public object perm_replies
@@ -284,6 +285,7 @@ cdef class Client:
         self.inflight = 0
         self.perm_pub = None
         self.perm_deliver = None
+        self.stall_target = None
         self.perm_replies = None
         self.subs = {}
         self.account_name = b"$G"
@@ -432,6 +434,9 @@ cdef class Client:
         total = slen + PyBytes_GET_SIZE(sid) + rlen + msize + 48
         if c._over_pending(total):
             return False
+        if (c._olen + c.inflight) * 4 > c.max_pending * 3 and not c.internal:
+            # Go's fast-producer stall: this publisher waits a little after the batch.
+            self.stall_target = c
         c._reserve(total)
         if hlen:
             c._put(b"HMSG ", 5)

@@ -99,7 +99,7 @@ class Client:
     __slots__ = ("cid", "router", "sublist", "account", "headers", "echo", "verbose",
                  "pedantic", "no_responders", "internal", "auth_pending", "closed", "slow",
                  "flush_pending", "max_payload", "max_control_line", "max_pending", "inflight",
-                 "perm_pub", "perm_deliver", "perm_replies", "subs", "conn", "in_msgs", "in_bytes", "out_msgs",
+                 "perm_pub", "perm_deliver", "stall_target", "perm_replies", "subs", "conn", "in_msgs", "in_bytes", "out_msgs",
                  "out_bytes", "_out", "_buf", "_closed_parse", "_last_subject", "_last_result",
                  "_last_genid", "_perm_cache", "account_name", "peer", "ring", "overflow",
                  "overflow_bytes", "_congested")
@@ -125,6 +125,7 @@ class Client:
         self.inflight = 0
         self.perm_pub = None
         self.perm_deliver = None
+        self.stall_target = None
         self.perm_replies = None
         self.subs: dict = {}
         self.conn = None
@@ -208,6 +209,9 @@ class Client:
         msize = len(hdr) + len(pay)
         if c._over_pending(len(subject) + len(sub.sid) + len(reply) + msize + 48):
             return False
+        if (len(c._out) + c.inflight) * 4 > c.max_pending * 3 and not c.internal:
+            # Go's fast-producer stall: this publisher waits a little after the batch.
+            self.stall_target = c
         out = c._out
         if hdr:
             out += b"HMSG %s %s %s%d %d\r\n" % (subject, sub.sid, reply + b" " if reply else b"",

@@ -1,8 +1,7 @@
-"""Entry point of the admin process: uvicorn serving the starlette monitoring app."""
+"""Entry point of the admin process: uvicorn serving the monitoring app (natsx.admin.app)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import socket
 
@@ -17,7 +16,9 @@ def run_admin(options, *, server_id: str, start_time: float, listener: socket.so
 
     monitor = Monitor(options, server_id, [AdminLink(s) for s in controls], start_time)
     app = create_app(monitor)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    # No "server: uvicorn" header: the Go server's monitor sends none.
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            server_header=False)
     server = uvicorn.Server(config)
 
     async def main() -> None:

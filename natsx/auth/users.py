@@ -77,6 +77,7 @@ class User:
     password: str = attrs.field(default="", repr=False)
     permissions: Permissions | None = None
     allowed_connection_types: frozenset | None = None
+    account: str = ""
 
 
 @attrs.frozen
@@ -86,6 +87,7 @@ class NkeyUser:
     nkey: str
     permissions: Permissions | None = None
     allowed_connection_types: frozenset | None = None
+    account: str = ""
 
 
 @attrs.frozen
@@ -94,6 +96,8 @@ class Identity:
 
     name: str = ""
     permissions: Permissions | None = None
+    #: the account the connection is bound to; empty means the global account
+    account: str = ""
 
 
 ANONYMOUS = Identity()
@@ -157,7 +161,7 @@ class Authenticator:
                     nonce = (getattr(conn, "nonce", "") or "").encode()
                     if not sig or not nonce or not verify_signature(nkey, nonce, sig):
                         return None
-                return Identity(nkey, found.permissions)
+                return Identity(nkey, found.permissions, found.account)
         if self.users:
             if no_auth and anonymous and no_auth in self.users:
                 bound = self.users[no_auth]
@@ -168,7 +172,7 @@ class Authenticator:
                     return None
                 if not compare_passwords(found.password, password):
                     return None
-                return Identity(found.username, found.permissions)
+                return Identity(found.username, found.permissions, found.account)
         if self.token:
             return ANONYMOUS if compare_passwords(self.token, token) else None
         if self.username:

@@ -69,6 +69,8 @@ def authorize(server: "Server", conn: "ClientConnection", connect: dict) -> bool
         log_auth_violation(conn)
         return False
     conn.user = identity.name
+    if identity.account:
+        server.bind_account(conn, identity.account)
     set_permissions(server, conn, identity.permissions)
     return True
 
@@ -164,6 +166,12 @@ def apply_reload(server: "Server", new: "Options") -> None:
         core.max_control_line = new.max_control_line
         identity = server.auth.check(conn.connect_opts, conn)
         if identity is None:
+            log_auth_violation(conn)
+            server.note_auth_error(conn)
+            conn.close(AUTH_VIOLATION, AUTH_VIOLATION_ERR)
+            continue
+        if (identity.account or "$G") != conn.account_name and conn.connect_received:
+            # A user moved to another account: its subscriptions live in the old one.
             log_auth_violation(conn)
             server.note_auth_error(conn)
             conn.close(AUTH_VIOLATION, AUTH_VIOLATION_ERR)

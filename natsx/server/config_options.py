@@ -41,6 +41,7 @@ from natsx.auth.users import CONNECTION_TYPES, NkeyUser, User
 from natsx.config import ConfigError, Token, go_type_name, parse_file_with_positions
 from natsx.config.values import parse_go_duration
 from natsx.server import options as defaults
+from natsx.server.accounts import AccountConfig, Export, ServiceImport, StreamImport
 from natsx.server.options import Options
 
 __all__ = ["ConfigProcessError", "load_options", "process_config_file", "validate_options",
@@ -186,12 +187,11 @@ for _feature, _keys in {
     "WebSocket": "websocket ws",
     "MQTT": "mqtt",
     "JetStream": "jetstream store_dir storedir default_js_domain",
-    "accounts": "accounts",
     "subject mappings": "mappings maps",
     "operator (JWT) mode": ("operator operators roots root root_operators root_operator resolver "
                             "account_resolver accounts_resolver resolver_tls resolver_preload "
                             "resolver_pinned_accounts trusted trusted_keys default_sentinel"),
-    "the system account": "system_account system no_system_account no_system no_sys_acc",
+    "disabling the system account": "no_system_account no_system no_sys_acc",
     "syslog": "syslog remote_syslog",
     "log file rotation": "logfile_size_limit log_size_limit logfile_max_num log_max_num",
     "profiling": "prof_port prof_block_rate",
@@ -438,9 +438,9 @@ def _authorization(p: _Processor, key, tk, v) -> None:
     # Go keeps the users (and, separately, the nkeys) only when there are some: an empty
     # ``users: []`` leaves the server without authentication.
     if users:
-        p.values["users"] = users
+        p.values["users"] = users + p.values.get("users", [])
     if nkeys:
-        p.values["nkeys"] = nkeys
+        p.values["nkeys"] = nkeys + p.values.get("nkeys", [])
 
 
 def _with_perms(u, perms: Permissions):
@@ -513,6 +513,202 @@ def _parse_users(p: _Processor, tk, v) -> tuple[list, list]:
         else:
             users.append(User(username, password, perms, types))
     return nkeys, users
+
+
+# ------------------------------------------------------------------ accounts (Go: parseAccounts)
+
+def _accounts(p: _Processor, tk, v) -> None:
+    am = _map(tk, v)
+    configs: dict[str, AccountConfig] = dict(p.values.get("accounts") or {})
+    imports: list[tuple] = []
+    seen_users = {u.username for u in p.values.get("users", ())}
+    seen_users |= {u.nkey for u in p.values.get("nkeys", ())}
+    for name, raw in am.items():
+        atk, av = _split(raw)
+        if name in configs:
+            p.error(atk, f"Duplicate Account Entry: {name}")
+            continue
+        cfg = configs[name] = AccountConfig(name)
+        if av is None or av == "":
+            continue
+        if not isinstance(av, dict):
+            p.error(atk, f"Expected map entries for accounts, got {go_type_name(av)}")
+            continue
+        for k, kraw in av.items():
+            ktk, kv = _split(kraw)
+            key = k.lower()
+            try:
+                if key == "users":
+                    nkeys, users = _parse_users(p, ktk, kv)
+                    for u in users:
+                        if u.username in seen_users:
+                            raise _Fail(ktk, f'Duplicate user "{u.username}" detected')
+                        seen_users.add(u.username)
+                    for u in nkeys:
+                        if u.nkey in seen_users:
+                            raise _Fail(ktk, f'Duplicate nkey "{u.nkey}" detected')
+                        seen_users.add(u.nkey)
+                    if users:
+                        p.values["users"] = p.values.get("users", []) + [
+                            attrs.evolve(u, account=name) for u in users]
+                    if nkeys:
+                        p.values["nkeys"] = p.values.get("nkeys", []) + [
+                            attrs.evolve(u, account=name) for u in nkeys]
+                elif key == "exports":
+                    _account_exports(p, cfg, ktk, kv)
+                elif key == "imports":
+                    if not isinstance(kv, list):
+                        raise _Fail(ktk, f"Imports should be an array, got {go_type_name(kv)}")
+                    for entry in kv:
+                        imports.append((name,) + _account_import(p, entry))
+                elif key in ("default_permissions", "jetstream", "mappings", "maps", "limits",
+                             "nkey", "trace_dest", "msg_trace", "cluster_traffic"):
+                    p.error(ktk, _not_yet(k, f"account {k}"))
+                else:
+                    p.unknown(ktk, k)
+            except _Fail as exc:
+                p.error(exc.tk or ktk, exc.reason)
+    for owner, kind, imp, itk in imports:
+        target = configs.get(imp.account)
+        if target is None:
+            p.error(tk, f"{go_quote_str(imp.account)} account not defined for {kind} import")
+            continue
+        exports = target.stream_exports if kind == "stream" else target.service_exports
+        if not _import_authorized(exports, imp.subject, owner):
+            p.error(tk, f"Error adding {kind} import {go_quote_str(imp.subject)}: "
+                        f"{kind} import not authorized")
+            continue
+        if _import_forms_cycle(configs, kind, imp.account, imp.subject, {owner}):
+            p.error(tk, f"Error adding {kind} import {go_quote_str(imp.subject)}: "
+                        "import forms a cycle")
+            continue
+        cfg = configs[owner]
+        (cfg.stream_imports if kind == "stream" else cfg.service_imports).append(imp)
+    p.values["accounts"] = configs
+
+
+def _import_forms_cycle(configs: dict, kind: str, account: str, subject: str,
+                        visited: set) -> bool:
+    """Go: checkStreamImportsForCycles / checkServiceImportsForCycles. Messages on
+    ``subject`` in ``account`` may themselves come from that account's imports; following
+    them back must not reach an account already on the path, or the internal
+    subscriptions would re-publish each other's messages forever."""
+    from natsx.sublist import subjects_collide
+
+    cfg = configs.get(account)
+    if cfg is None:
+        return False
+    for imp in (cfg.stream_imports if kind == "stream" else cfg.service_imports):
+        if kind == "stream":
+            local = imp.to or (imp.prefix.rstrip(".") + "." + imp.subject if imp.prefix
+                               else imp.subject)
+        else:
+            local = imp.to
+        if not subjects_collide(subject.encode(), local.encode()):
+            continue
+        if imp.account in visited:
+            return True
+        if _import_forms_cycle(configs, kind, imp.account, imp.subject,
+                               visited | {imp.account}):
+            return True
+    return False
+
+
+def go_quote_str(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)
+
+
+def _import_authorized(exports: list, subject: str, importer: str) -> bool:
+    """Go: checkStreamImportAuthorized / checkServiceImportAuthorized, for config imports:
+    an export whose subject covers the imported one and that admits the importer."""
+    from natsx.sublist import is_subset_match
+
+    for exp in exports:
+        if is_subset_match(subject.encode(), exp.subject.encode()):
+            if exp.accounts is None or importer in exp.accounts:
+                return True
+    return False
+
+
+def _account_exports(p: _Processor, cfg: AccountConfig, tk, v) -> None:
+    if not isinstance(v, list):
+        raise _Fail(tk, f"Exports should be an array, got {go_type_name(v)}")
+    for entry in v:
+        etk, ev = _split(entry)
+        if not isinstance(ev, dict):
+            p.error(etk, f"Export Items should be a map with type entry, got {go_type_name(ev)}")
+            continue
+        stream = service = ""
+        accounts: frozenset | None = None
+        for k, kraw in ev.items():
+            ktk, kv = _split(kraw)
+            key = k.lower()
+            if key == "stream":
+                stream = _str(ktk, kv)
+            elif key == "service":
+                service = _str(ktk, kv)
+            elif key == "accounts":
+                if not isinstance(kv, list):
+                    raise _Fail(ktk, f"Expected accounts field to be an array, got "
+                                     f"{go_type_name(kv)}")
+                accounts = frozenset(_str(*_split(a)) for a in kv)
+            elif key in ("response", "response_type", "threshold", "response_threshold",
+                         "latency", "account_token_position", "allow_trace"):
+                # Response types other than Singleton, latency tracking: not yet.
+                p.error(ktk, _not_yet(k, f"export {k}"))
+            else:
+                p.unknown(ktk, k)
+        if stream and service:
+            raise _Fail(etk, "Detected stream but already saw a service")
+        if stream:
+            cfg.stream_exports.append(Export(stream, accounts))
+        elif service:
+            cfg.service_exports.append(Export(service, accounts))
+        else:
+            raise _Fail(etk, "Expect a stream or service")
+
+
+def _account_import(p: _Processor, entry) -> tuple:
+    """(kind, import, token) of one ``imports`` entry (Go: parseImportStreamOrService)."""
+    etk, ev = _split(entry)
+    if not isinstance(ev, dict):
+        raise _Fail(etk, f"Import Items should be a map with type entry, got {go_type_name(ev)}")
+    kind = ""
+    account = subject = prefix = to = ""
+    for k, kraw in ev.items():
+        ktk, kv = _split(kraw)
+        key = k.lower()
+        if key in ("stream", "service"):
+            if kind:
+                other = "service" if key == "stream" else "stream"
+                raise _Fail(ktk, f"Detected {key} but already saw a {other}")
+            kind = key
+            if not isinstance(kv, dict):
+                raise _Fail(ktk, f"{key.capitalize()} entry should be an account map, got "
+                                 f"{go_type_name(kv)}")
+            for ik, iraw in kv.items():
+                itk, iv = _split(iraw)
+                if ik.lower() == "account":
+                    account = _str(itk, iv)
+                elif ik.lower() == "subject":
+                    subject = _str(itk, iv)
+            if not account or not subject:
+                raise _Fail(ktk, "Expect an account name and a subject")
+        elif key == "prefix":
+            prefix = _str(ktk, kv)
+        elif key == "to":
+            to = _str(ktk, kv)
+        elif key in ("share", "allow_trace"):
+            p.error(ktk, _not_yet(k, f"import {k}"))
+        else:
+            p.unknown(ktk, k)
+    if not kind:
+        raise _Fail(etk, "Expect a stream or service")
+    if kind == "stream":
+        if prefix and to:
+            raise _Fail(etk, "Stream import can not have a 'prefix' and a 'to' property")
+        return kind, StreamImport(account, subject, prefix, to), etk
+    return kind, ServiceImport(account, subject, to or subject), etk
 
 
 def _connection_types(p: _Processor, tk, v) -> frozenset:
@@ -675,6 +871,9 @@ _TOP: dict[str, Callable] = {
     "lame_duck_duration": _lame_duck_duration,
     "lame_duck_grace_period": _lame_duck_grace_period,
     "no_auth_user": _setter("no_auth_user", _str),
+    "accounts": lambda p, key, tk, v: _accounts(p, tk, v),
+    "system_account": _setter("system_account", _str),
+    "system": _setter("system_account", _str),
     "no_header_support": _setter("no_header_support", _bool),
     "max_closed_clients": _setter("max_closed_clients", _int),
     "server_tags": _server_tags,

@@ -34,6 +34,12 @@ log = logging.getLogger("natsx")
 
 MIN_READ = 512
 MAX_READ = 65536 * 4
+# Go's fast-producer stall (client.go stalledWait): a publisher whose messages pushed a
+# receiver past 3/4 of max_pending waits this long after the batch, longer when the
+# receiver is over the limit, so a fast producer is throttled instead of the slow
+# consumer being cut off.
+STALL_MIN = 0.002
+STALL_MAX = 0.005
 FIRST_PING_INTERVAL = 2.0   # Go: firstClientPingInterval
 
 # Close reasons, as /connz reports them (server/client.go ClosedState.String()).
@@ -71,6 +77,18 @@ def _connect_types_ok(opts: dict) -> bool:
         if key == "protocol" and (isinstance(value, bool) or not isinstance(value, int)):
             return False
     return True
+
+
+async def stall_for(target) -> None:
+    """Waits (briefly) for a receiver that is over 3/4 of its max_pending to drain."""
+    conn = target.conn
+    if not isinstance(conn, ClientConnection) or conn.closed:
+        return
+    limit = STALL_MAX if target.pending_bytes >= target.max_pending else STALL_MIN
+    if conn._drained is None:
+        conn._drained = trio.Event()
+    with trio.move_on_after(limit):
+        await conn._drained.wait()
 
 
 class ClientConnection:
@@ -112,6 +130,7 @@ class ClientConnection:
         self.close_reason = ""
         self._chunks: list = []
         self._write_wakeup = trio.Event()
+        self._drained: trio.Event | None = None
         self._connect_seen = trio.Event()
         self._cancel: trio.CancelScope | None = None
         self._read_size = MIN_READ * 8
@@ -135,6 +154,11 @@ class ClientConnection:
                         nursery.start_soon(self._auth_timer)
                     await self._reader()
                     scope.cancel()
+        except Exception:
+            # One connection's failure must never take the worker and its other clients
+            # down with it.
+            log.exception("connection %d failed", self.cid)
+            self.close(PROTOCOL_VIOLATION)
         finally:
             self._teardown()
 
@@ -148,13 +172,20 @@ class ClientConnection:
         self.stop = time.time()
         if err:
             self.queue(b"-ERR '" + err.encode() + b"'\r\n")
-        # Best effort: push what is queued (the -ERR) before the socket goes away.
-        data = self._pending_data()
-        if data:
-            try:
-                self.sock.send(data)
-            except OSError:
-                pass
+        if reason in (SLOW_PENDING, SLOW_DEADLINE):
+            # Go drops a slow consumer's pending data; a partial write could also leave
+            # half a frame on the wire.
+            self._chunks.clear()
+            self.core.inflight = 0
+            self.core.take_output()
+        else:
+            # Best effort: push what is queued (the -ERR) before the socket goes away.
+            data = self._pending_data()
+            if data:
+                try:
+                    self.sock.send(data)
+                except OSError:
+                    pass
         if self._cancel is not None:
             self._cancel.cancel()
 
@@ -219,6 +250,9 @@ class ClientConnection:
                 # The options in force now: a reload may have changed the deadline.
                 with trio.move_on_after(self.server.options.write_deadline) as timeout:
                     await trio.lowlevel.wait_writable(self.sock)
+                if self.closed or not self._chunks or self._chunks[0] is not chunk:
+                    # close() took over the pending data while we waited.
+                    return
                 if timeout.cancelled_caught:
                     self.server.note_slow_consumer(self)
                     self.close(SLOW_DEADLINE)
@@ -231,6 +265,9 @@ class ClientConnection:
                     self.close(WRITE_ERROR)
                     return
                 self.core.inflight -= n
+                if self._drained is not None and self.core.pending_bytes * 4 <= self.core.max_pending * 3:
+                    self._drained.set()
+                    self._drained = None
                 if n < len(chunk):
                     self._chunks[0] = memoryview(chunk)[n:]
                 else:
@@ -255,7 +292,9 @@ class ClientConnection:
             except OSError as exc:
                 if exc.errno not in (errno.ECONNRESET, errno.EPIPE):
                     log.debug("read error on cid %d: %s", self.cid, exc)
-                self.close(READ_ERROR if exc.errno != errno.ECONNRESET else CLIENT_CLOSED)
+                # Go (closedStateForErr): only a clean EOF is "Client Closed"; a reset
+                # (a client closing with unread data) is a read error.
+                self.close(READ_ERROR)
                 return
             if not data:
                 self.close(CLIENT_CLOSED)
@@ -281,6 +320,11 @@ class ClientConnection:
             server.after_batch()
             if self.closed:
                 return
+            target = core.stall_target
+            if target is not None:
+                core.stall_target = None
+                if target.conn is not self:
+                    await stall_for(target)
             mesh = server.mesh
             if mesh is not None and not mesh.congested.is_set():
                 # A peer worker's ring is backed up: stop reading publishers until it drains.

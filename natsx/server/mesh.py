@@ -40,6 +40,7 @@ import trio
 
 from natsx._speedups import load
 from natsx.mesh import RecordKind, RingSet
+from natsx.server.connection import stall_for
 
 log = logging.getLogger("natsx")
 
@@ -47,6 +48,7 @@ _core = load("core")
 _sublist = load("sublist")
 
 OVERFLOW_LIMIT = 64 * 1024 * 1024
+DRAIN_BATCH = 512
 _SLOT = 32
 _SLOT_FMT = struct.Struct("<IIQQ")   # alive, generation, heartbeat, spare
 _HELLO = b"hello"
@@ -259,6 +261,12 @@ class Mesh:
             await self.inbox.wait()
             self.poll()
             server.after_batch()
+            for link in self.links.values():
+                target = link.core.stall_target
+                if target is not None:
+                    # A local subscriber fell behind on messages from this peer.
+                    link.core.stall_target = None
+                    await stall_for(target)
 
     def poll(self) -> None:
         """Applies what the peers wrote: messages, interest, acknowledgements.
@@ -269,7 +277,9 @@ class Mesh:
         """
         self._check_peers()
         for link in self.links.values():
-            others = link.core.drain_peer(link.inbound)
+            # Small batches, so a subscriber falling behind is noticed and the peer's ring
+            # (then its publishers, through the overflow limit) feels the back-pressure.
+            others = link.core.drain_peer(link.inbound, DRAIN_BATCH)
             if others:
                 for rec in others:
                     try:

@@ -60,6 +60,9 @@ class Options:
     users: list | None = None
     nkeys: list | None = None
     no_auth_user: str = ""
+    # the accounts block: name -> natsx.server.accounts.AccountConfig (None when absent)
+    accounts: dict | None = None
+    system_account: str = ""
     # logging
     debug: bool = False
     trace: bool = False

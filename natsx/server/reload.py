@@ -78,7 +78,10 @@ _FIELDS: list[tuple[str, str, Callable[[Any], str | None] | None]] = [
     ("max_sub_tokens", "MaxSubTokens", None),
     ("nkeys", "Nkeys", lambda v: "authorization nkey users"),
     ("users", "Users", lambda v: "authorization users"),
+    # Each worker builds its account sublists and import subscriptions at startup.
+    ("accounts", "Accounts", None),
     ("no_auth_user", "NoAuthUser", None),
+    ("system_account", "SystemAccount", None),
     ("username", "Username", lambda v: "authorization username"),
     ("password", "Password", lambda v: "authorization password"),
     ("authorization", "Authorization", lambda v: "authorization token"),

@@ -3,8 +3,10 @@
 Theory of operation
 -------------------
 The worker runs one trio loop. It accepts on a listening socket it inherited from the
-supervisor, creates a ``ClientConnection`` per client and keeps the account's sublist, the
-shared ``Router`` and the counters that /varz and /connz report. The compiled core does the
+supervisor, creates a ``ClientConnection`` per client and keeps the accounts' sublists (a
+client moves to its user's account at CONNECT; imports between accounts are internal
+subscriptions, natsx.server.imports), the shared ``Router`` and the counters that /varz
+and /connz report. The compiled core does the
 per-message work; this module runs once per read batch (``after_batch``: flush the
 connections the batch touched, apply auto-unsubscribes, dispatch internal deliveries, close
 slow consumers) and once per control operation (SUB, UNSUB, CONNECT). It answers the
@@ -25,9 +27,10 @@ from natsx._speedups import load
 from natsx.auth.nkeys import new_nonce
 from natsx.auth.users import Authenticator
 from natsx.protocol import encode
-from natsx.server.accounts import Account
+from natsx.server.accounts import DEFAULT_SYSTEM_ACCOUNT, Account
 from natsx.server.authorization import check_subscribe
-from natsx.server.connection import (MAX_CONNECTIONS, SERVER_SHUTDOWN, ClientConnection)
+from natsx.server.connection import (MAX_CONNECTIONS, SERVER_SHUTDOWN, STALE,
+                                     ClientConnection)
 from natsx.server.options import Options
 
 log = logging.getLogger("natsx")
@@ -51,16 +54,36 @@ class Server:
         self.router = _core.Router(int.from_bytes(os.urandom(8), "little") | 1)
         self.global_account = Account("$G", _sublist.Sublist(cache=not options.disable_sublist_cache))
         self.router.sublists[b"$G"] = self.global_account.sublist
+        self.accounts: dict[str, Account] = {"$G": self.global_account}
+        self._create_accounts(options)
         self.mesh = None
         self.auth = Authenticator(options)
         self.connections: dict[int, ClientConnection] = {}
         self.closed: deque = deque(maxlen=max(options.max_closed_clients, 0))
         self.total_connections = 0
         self.slow_consumers = 0
+        self.stale_connections = 0
+        # Per account, what its closed connections did ([in msgs, in bytes, out msgs, out
+        # bytes]) and its slow consumers: /accstatz adds the open connections' counters.
+        self.closed_traffic: dict[str, list[int]] = {}
+        self.slow_by_account: dict[str, int] = {}
         self.auth_errors = 0
         self.lame_duck = False
         self._next_cid = worker_index + 1
         self._nursery: trio.Nursery | None = None
+        # The server's own clients (JetStream), per account, and what runs after a batch.
+        self.internal_clients: dict = {}
+        self.batch_hooks: list = []
+        self.sub_hooks: list = []
+        self._in_batch = False
+        self.jetstream = None
+        self.imports = None
+        if any(c.stream_imports or c.service_imports for c in (options.accounts or {}).values()):
+            from natsx.server.imports import Imports
+
+            self.imports = Imports(self)
+            # Now, before the worker has a mesh: see natsx.server.imports, "Workers".
+            self.imports.start(options.accounts)
         self._info_base = self._build_info()
         self.shutdown_event = trio.Event()
 
@@ -82,6 +105,8 @@ class Server:
         if self.auth.required:
             info["auth_required"] = True
         info["max_payload"] = o.max_payload
+        if o.jetstream:
+            info["jetstream"] = True
         return info
 
     def info_bytes(self, conn: ClientConnection, *, connect_info: bool = False) -> bytes:
@@ -97,10 +122,34 @@ class Server:
         if connect_info:
             info["connect_info"] = True
             info["remote_account"] = conn.account_name
-            info["acc_is_sys"] = False
+            acc = self.accounts.get(conn.account_name)
+            info["acc_is_sys"] = bool(acc is not None and acc.is_system)
         return encode.info(info)
 
     # ------------------------------------------------------------------ clients
+
+    def _create_accounts(self, options: Options) -> None:
+        """The configured accounts and the system account (Go creates ``$SYS`` implicitly),
+        each with its own sublist, registered for the mesh by name."""
+        system = options.system_account or DEFAULT_SYSTEM_ACCOUNT
+        for name in list(options.accounts or ()) + [system]:
+            if name not in self.accounts:
+                acc = Account(name, _sublist.Sublist(cache=not options.disable_sublist_cache),
+                              is_system=name == system)
+                self.accounts[name] = acc
+                self.router.sublists[name.encode()] = acc.sublist
+            elif name == system:
+                self.accounts[name].is_system = True
+
+    def bind_account(self, conn: ClientConnection, name: str) -> None:
+        """Moves a connection (before it has subscriptions) into account ``name``."""
+        acc = self.accounts.get(name or "$G", self.global_account)
+        core = conn.core
+        core.sublist = acc.sublist
+        core.account = acc
+        core.account_name = acc.name.encode()
+        core.reset_match_memo()
+        conn.account_name = acc.name
 
     def sublist_for(self, account: bytes):
         """The sublist of an account named by a peer worker."""
@@ -127,6 +176,11 @@ class Server:
     async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.options.jetstream and self.worker_index == 0:
+                from natsx.jetstream import JetStream
+
+                self.jetstream = JetStream(self)
+                self.jetstream.start(nursery)
             nursery.start_soon(self._accept_loop)
             task_status.started()
             await self.shutdown_event.wait()
@@ -174,12 +228,22 @@ class Server:
         if self.mesh is not None:
             for sub in subs:
                 self.mesh.sub_removed(conn.core.account_name, sub)
-        conn.final_subs = [s.subject for s in subs]
+        conn.final_subs = subs     # /connz?state=closed&subs=detail lists them
         conn.core.subs = {}
         self.closed.append(conn)
+        if conn.close_reason == STALE:
+            self.stale_connections += 1
+        core = conn.core
+        traffic = self.closed_traffic.setdefault(conn.account_name, [0, 0, 0, 0])
+        traffic[0] += core.in_msgs
+        traffic[1] += core.in_bytes
+        traffic[2] += core.out_msgs
+        traffic[3] += core.out_bytes
 
     def note_slow_consumer(self, conn: ClientConnection) -> None:
         self.slow_consumers += 1
+        self.slow_by_account[conn.account_name] = \
+            self.slow_by_account.get(conn.account_name, 0) + 1
 
     def note_auth_error(self, conn: ClientConnection) -> None:
         self.auth_errors += 1
@@ -218,6 +282,8 @@ class Server:
         core.subs[sid] = sub
         if self.mesh is not None:
             conn.sub_seq = self.mesh.sub_added(core.account_name, sub)
+        for hook in self.sub_hooks:
+            hook(core.account_name, sub)
         if core.verbose:
             conn.queue(encode.OK)
             conn._touch()
@@ -251,14 +317,25 @@ class Server:
     def after_batch(self) -> None:
         """Runs once per read batch: what the compiled core left for Python."""
         router = self.router
-        if router.expired:
-            expired, router.expired = router.expired, []
-            for sub in expired:
-                self._unsubscribe(sub.client, sub)
-        if router.internal:
-            internal, router.internal = router.internal, []
-            for item in internal:
-                self._dispatch_internal(item)
+        self._in_batch = True
+        try:
+            # Internal handlers and batch hooks (JetStream's group commit) may publish, and
+            # what they publish may reach internal subscribers again: run to a fixed point.
+            while True:
+                if router.expired:
+                    expired, router.expired = router.expired, []
+                    for sub in expired:
+                        self._unsubscribe(sub.client, sub)
+                if router.internal:
+                    internal, router.internal = router.internal, []
+                    for item in internal:
+                        self._dispatch_internal(item)
+                for hook in self.batch_hooks:
+                    hook()
+                if not router.internal and not router.expired:
+                    break
+        finally:
+            self._in_batch = False
         touched = router.touched
         if touched:
             router.touched = []
@@ -276,6 +353,52 @@ class Server:
         handler = sub.client.conn
         if handler is not None:
             handler.deliver(*item)
+
+    # ------------------------------------------------------------------ internal clients
+
+    def internal_client(self, account_name: str | bytes):
+        """The server's own client in an account (natsx.server.internal)."""
+        from natsx.server.internal import InternalClient
+
+        name = account_name.encode() if isinstance(account_name, str) else account_name
+        client = self.internal_clients.get(name)
+        if client is None:
+            core = self.new_client_core(0)
+            core.sublist = self.sublist_for(name)
+            core.account_name = name
+            client = self.internal_clients[name] = InternalClient(self, name, core)
+        return client
+
+    def internal_subscribe(self, account_name, subject: bytes, handler, queue: bytes | None = None):
+        """Subscribes ``handler(subject, reply, headers, payload, publisher_core)``; it runs
+        for each delivery after the read batch. Returns the Subscription."""
+        return self.internal_client(account_name).subscribe(subject, handler, queue)
+
+    def internal_unsubscribe(self, account_name, sub) -> None:
+        self.internal_client(account_name).unsubscribe(sub)
+
+    def internal_publish(self, account_name, subject: bytes, reply: bytes | None,
+                         headers: bytes | None, payload: bytes,
+                         deliver_as: bytes | None = None) -> bool:
+        """Routes a message as if a client of the account published it; True if delivered.
+        Outside a read batch (timers) the batch is completed here, so it is flushed."""
+        did = self.internal_client(account_name).publish(subject, reply, headers, payload,
+                                                          deliver_as)
+        if not self._in_batch:
+            self.after_batch()
+        return did
+
+    def run_batch(self, fn, *args):
+        """Runs ``fn`` as part of one batch (timers): its publishes are flushed once, after."""
+        if self._in_batch:
+            return fn(*args)
+        self._in_batch = True
+        try:
+            result = fn(*args)
+        finally:
+            self._in_batch = False
+        self.after_batch()
+        return result
 
     # ------------------------------------------------------------------ stop
 
@@ -303,4 +426,6 @@ class Server:
     def shutdown(self) -> None:
         for conn in list(self.connections.values()):
             conn.close(SERVER_SHUTDOWN)
+        if self.jetstream is not None:
+            self.jetstream.stop()
         self.shutdown_event.set()

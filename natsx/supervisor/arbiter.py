@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import logging
 import os
 import signal
@@ -395,12 +394,10 @@ class Arbiter:
         o = self.options
         if not o.ports_file_dir:
             return
-        host = o.host if o.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-        ports = {"nats": [f"nats://{host}:{o.port}"]}
-        if o.http_port:
-            ports["monitoring"] = [f"http://{o.http_host or host}:{o.http_port}"]
+        from natsx.supervisor.ports import ports_json
+
         with open(self.ports_file_path(), "w") as f:
-            json.dump(ports, f)
+            f.write(ports_json(self.client_listener, self.http_listener))
 
     def cleanup(self) -> None:
         if self.children:

@@ -1,0 +1,512 @@
+"""The JetStream API: ``$JS.API.*`` subjects, request decoding, responses and errors.
+
+Theory of operation
+-------------------
+Each account with JetStream subscribes (internal client) to the API subjects Go subscribes
+to, so a request on a subject that is not part of the API still gets "no responders".
+``dispatch`` maps the subject to a handler; a handler returns the response as a dict (its
+``type`` is added here) or raises ``ApiError``, which becomes
+``{"type":…,"error":{"code":…,"err_code":…,"description":…}}`` plus the fields Go's response
+struct always carries (``total``/``offset``/``limit`` for paged ones). Responses go to the
+JetStream outbox, so they leave after the batch's commit: a client that saw "created" or
+"purged" will find it so after a crash. ``api.total`` and ``api.errors`` count as in Go.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import TYPE_CHECKING
+
+from natsx.jetstream import consumer as consumer_mod
+from natsx.jetstream import stream as stream_mod
+from natsx.jetstream.errors import ApiError, error
+from natsx.jetstream.util import (get_header, rfc3339, subjects_collide)
+from natsx.storage import StoreError
+
+if TYPE_CHECKING:
+    from natsx.jetstream.manager import Account
+
+T = "io.nats.jetstream.api.v1."
+API_LEVEL = 1
+NAMES_LIMIT = 1024
+LIST_LIMIT = 256
+
+SUBJECTS = [s.encode() for s in (
+    "$JS.API.INFO",
+    "$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.UPDATE.*", "$JS.API.STREAM.NAMES",
+    "$JS.API.STREAM.LIST", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.DELETE.*",
+    "$JS.API.STREAM.PURGE.*", "$JS.API.STREAM.MSG.DELETE.*", "$JS.API.STREAM.MSG.GET.*",
+    "$JS.API.STREAM.LEADER.STEPDOWN.*", "$JS.API.STREAM.PEER.REMOVE.*",
+    "$JS.API.CONSUMER.CREATE.*", "$JS.API.CONSUMER.CREATE.*.>",
+    "$JS.API.CONSUMER.DURABLE.CREATE.*.*", "$JS.API.CONSUMER.NAMES.*",
+    "$JS.API.CONSUMER.LIST.*", "$JS.API.CONSUMER.INFO.*.*", "$JS.API.CONSUMER.DELETE.*.*",
+    "$JS.API.CONSUMER.PAUSE.*.*", "$JS.API.CONSUMER.LEADER.STEPDOWN.*.*",
+)]
+
+_PAGED_ERROR = {"total": 0, "offset": 0, "limit": 0}
+
+
+_GO_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
+def _dumps(obj) -> bytes:
+    # Go's encoding/json escapes <, > and & (they only occur inside strings here).
+    return json.dumps(obj, separators=(",", ":")).translate(_GO_ESCAPES).encode()
+
+
+def _request(payload: bytes, empty_ok: bool = True) -> dict:
+    if not payload or not payload.strip():
+        return {}
+    try:
+        req = json.loads(payload)
+    except ValueError as exc:
+        raise error("JSInvalidJSONErr", err=str(exc)) from None
+    if not isinstance(req, dict):
+        raise error("JSInvalidJSONErr", err="json: cannot unmarshal into Go value")
+    return req
+
+
+def _stream(account: "Account", name: str):
+    stream = account.streams.get(name)
+    if stream is None:
+        raise error("JSStreamNotFoundErr")
+    return stream
+
+
+def _others(account: "Account", name: str) -> list:
+    return [s.cfg for n, s in account.streams.items() if n != name]
+
+
+# ------------------------------------------------------------------------------------- account
+
+def account_info(account, tokens, reply, hdr, payload):
+    streams = account.streams.values()
+    return "account_info_response", {
+        "memory": account.usage("memory"),
+        "storage": account.usage("file"),
+        "reserved_memory": 0,
+        "reserved_storage": 0,
+        "streams": len(account.streams),
+        "consumers": sum(len(s.consumers) for s in streams),
+        "limits": account.limits.to_json(),
+        # Level 1 is the 2.11 API: per-message TTLs, subject delete markers, consumer pause.
+        "api": {"level": API_LEVEL, "total": account.api_total, "errors": account.api_errors},
+    }
+
+
+# ------------------------------------------------------------------------------------- streams
+
+def stream_create(account, tokens, reply, hdr, payload):
+    req = _request(payload)
+    pedantic = bool(req.pop("pedantic", False))
+    cfg = stream_mod.decode_config(req)
+    name = tokens[4]
+    if cfg.get("name", "") != name:
+        raise error("JSStreamMismatchErr")
+    if "/" in name or "\\" in name:
+        raise error("JSStreamNameContainsPathSeparatorsErr")
+    if cfg.get("sealed"):
+        raise error("JSStreamInvalidConfigF",
+                    err="stream configuration for create can not be sealed")
+    if cfg.get("mirror_direct") and not cfg.get("mirror"):
+        raise error("JSStreamInvalidConfigF",
+                    err="stream has no mirror but does have mirror direct")
+    if cfg.get("mirror") or cfg.get("sources"):
+        raise error("JSStreamCreateErrF", err="stream mirrors and sources are not supported yet")
+    cfg = stream_mod.check_config(cfg, pedantic=pedantic, others=_others(account, name),
+                                  limits=account.limits)
+    existing = account.streams.get(name)
+    if existing is not None:
+        if existing.cfg != cfg:
+            raise error("JSStreamNameExistErr")
+        stream = existing
+    else:
+        try:
+            stream = account.create_stream(cfg)
+        except ApiError:
+            raise
+        except Exception as exc:
+            raise error("JSStreamCreateErrF", err=str(exc)) from None
+    info = stream.info()
+    info["did_create"] = True
+    return "stream_create_response", info
+
+
+def stream_update(account, tokens, reply, hdr, payload):
+    req = _request(payload)
+    pedantic = bool(req.pop("pedantic", False))
+    cfg = stream_mod.decode_config(req)
+    name = tokens[4]
+    if cfg.get("name", "") != name:
+        raise error("JSStreamMismatchErr")
+    stream = _stream(account, name)
+    new = stream_mod.check_update(stream.cfg, cfg, pedantic=pedantic,
+                                  others=_others(account, name), limits=account.limits)
+    account.update_stream(stream, new)
+    return "stream_update_response", stream.info()
+
+
+def _filtered_names(account, req):
+    offset = req.get("offset", 0) or 0
+    subject = req.get("subject", "") or ""
+    names = sorted(account.streams)
+    if subject:
+        names = [n for n in names
+                 if any(subjects_collide(subject, s)
+                        for s in account.streams[n].cfg.get("subjects") or [n])]
+    return max(offset, 0), names
+
+
+def stream_names(account, tokens, reply, hdr, payload):
+    offset, names = _filtered_names(account, _request(payload))
+    total = len(names)
+    offset = min(offset, total)
+    return "stream_names_response", {
+        "total": total, "offset": offset, "limit": NAMES_LIMIT,
+        "streams": names[offset:offset + NAMES_LIMIT] or None}
+
+
+def stream_list(account, tokens, reply, hdr, payload):
+    offset, names = _filtered_names(account, _request(payload))
+    total = len(names)
+    offset = min(offset, total)
+    infos = [account.streams[n].info() for n in names[offset:offset + LIST_LIMIT]]
+    return "stream_list_response", {"total": total, "offset": offset, "limit": LIST_LIMIT,
+                                    "streams": infos, "missing": None}
+
+
+def stream_info(account, tokens, reply, hdr, payload):
+    req = _request(payload)
+    stream = _stream(account, tokens[4])
+    deleted = bool(req.get("deleted_details"))
+    subjects_filter = req.get("subjects_filter", "") or ""
+    info = stream.info(deleted=deleted, subjects_filter=subjects_filter)
+    out = {"total": 0, "offset": 0, "limit": 0}
+    subjects = info["state"].get("subjects")
+    if subjects is not None:
+        offset = req.get("offset", 0) or 0
+        keys = sorted(subjects)
+        out["total"] = len(keys)
+        out["offset"] = offset
+        out["limit"] = 100_000
+        info["state"]["subjects"] = {k: subjects[k] for k in keys[offset:offset + 100_000]}
+    out.update(info)
+    return "stream_info_response", out
+
+
+def stream_delete(account, tokens, reply, hdr, payload):
+    stream = _stream(account, tokens[4])
+    account.delete_stream(stream)
+    return "stream_delete_response", {"success": True}
+
+
+def stream_purge(account, tokens, reply, hdr, payload):
+    req = _request(payload)
+    stream = _stream(account, tokens[4])
+    if stream.cfg.get("sealed"):
+        raise error("JSStreamSealedErr")
+    if stream.cfg.get("deny_purge"):
+        raise error("JSStreamPurgeFailedF", err="stream purge not permitted")
+    seq, keep = req.get("seq", 0) or 0, req.get("keep", 0) or 0
+    if seq and keep:
+        raise error("JSBadRequestErr")
+    purged = stream.purge(req.get("filter", "") or "", seq, keep)
+    return "stream_purge_response", {"success": True, "purged": purged}
+
+
+def msg_delete(account, tokens, reply, hdr, payload):
+    req = _request(payload)
+    stream = _stream(account, tokens[5])
+    if stream.cfg.get("sealed"):
+        raise error("JSStreamSealedErr")
+    if stream.cfg.get("deny_delete"):
+        raise error("JSStreamMsgDeleteFailedF", err="message delete not permitted")
+    seq = req.get("seq", 0) or 0
+    removed = stream.delete_msg(seq, erase=not req.get("no_erase"))
+    if not removed:
+        raise error("JSStreamMsgDeleteFailedF", err=f"no message found")
+    return "stream_msg_delete_response", {"success": True}
+
+
+def _lookup(stream, req):
+    """The message a MSG.GET / DIRECT.GET request names (StoreError when none)."""
+    store = stream.store
+    seq = req.get("seq", 0) or 0
+    last_for = req.get("last_by_subj", "") or ""
+    next_for = req.get("next_by_subj", "") or ""
+    if last_for:
+        return store.load_last_msg(last_for)
+    if next_for:
+        return store.load_next_msg(next_for, start=seq)[0]
+    return store.load_msg(seq)
+
+
+def msg_get(account, tokens, reply, hdr, payload):
+    req = _request(payload)
+    stream = _stream(account, tokens[5])
+    seq = req.get("seq", 0) or 0
+    last_for, next_for = req.get("last_by_subj", ""), req.get("next_by_subj", "")
+    if (seq and last_for) or (last_for and next_for) or (not seq and not last_for and not next_for):
+        raise error("JSBadRequestErr")
+    try:
+        sm = _lookup(stream, req)
+    except StoreError:
+        raise error("JSNoMessageFoundErr") from None
+    message = {"subject": sm.subject, "seq": sm.seq}
+    if sm.headers:
+        message["hdrs"] = base64.b64encode(sm.headers).decode()
+    if sm.payload:
+        message["data"] = base64.b64encode(sm.payload).decode()
+    message["time"] = rfc3339(sm.ts)
+    return "stream_msg_get_response", {"message": message}
+
+
+def direct_get(stream, subject: bytes, reply, hdr, payload: bytes) -> None:
+    """``$JS.API.DIRECT.GET.<stream>[.<subject>]``: the stored message itself, with headers."""
+    if not reply or stream.closed:
+        return
+    js, acc = stream.js, stream.account.name
+
+    def status(text: bytes):
+        js.send(acc, reply, None, b"", hdr=b"NATS/1.0 " + text + b"\r\n\r\n")
+    toks = subject.split(b".", 5)
+    req: dict = {}
+    if payload:
+        try:
+            req = json.loads(payload)
+            if not isinstance(req, dict):
+                raise ValueError
+        except ValueError:
+            return status(b"408 Malformed Request")
+    if len(toks) == 6:
+        if req:
+            return status(b"408 Bad Request")
+        req = {"last_by_subj": toks[5].decode("utf-8", "surrogateescape")}
+    else:
+        seq, last_for, next_for = req.get("seq", 0), req.get("last_by_subj"), req.get("next_by_subj")
+        if not seq and not last_for and not next_for:
+            return status(b"408 Empty Request")
+        if (seq and last_for) or (last_for and next_for) or (last_for and req.get("batch")):
+            return status(b"408 Bad Request")
+    batch = req.get("batch", 0) or 0
+    store = stream.store
+    name = stream.name.encode()
+    sent = 0
+    seq = req.get("seq", 0) or 0
+    for i in range(max(batch, 1)):
+        try:
+            if batch and i > 0 or (batch and not req.get("next_by_subj")):
+                sm, seq = store.load_next_msg(req.get("next_by_subj", "") or "", start=seq)
+            else:
+                sm = _lookup(stream, dict(req, seq=seq))
+                seq = sm.seq
+        except StoreError:
+            if sent:
+                break
+            return status(b"404 Message Not Found")
+        seq += 1
+        pairs = [(b"Nats-Stream", name), (b"Nats-Subject", sm.subject.encode("utf-8", "surrogateescape")),
+                 (b"Nats-Sequence", b"%d" % sm.seq), (b"Nats-Time-Stamp", rfc3339(sm.ts).encode())]
+        from natsx.jetstream.util import add_headers
+
+        js.send(acc, reply, None, sm.payload, hdr=add_headers(sm.headers or None, pairs))
+        sent += 1
+
+
+# ------------------------------------------------------------------------------------- consumers
+
+def consumer_create(account, tokens, reply, hdr, payload):
+    req = _request(payload)
+    ccfg = consumer_mod.decode_config(req.get("config"))
+    n = len(tokens)
+    filtered = ""
+    legacy_ephemeral = legacy_durable = False
+    if n == 5:
+        legacy_ephemeral = True
+        stream_name = tokens[4]
+        consumer_name = ccfg.get("name", "")
+    elif tokens[3] == "DURABLE":
+        legacy_durable = True
+        if n != 7:
+            raise error("JSConsumerDurableNameNotInSubjectErr")
+        stream_name, consumer_name = tokens[5], tokens[6]
+    else:
+        stream_name, consumer_name = tokens[4], tokens[5]
+        if n > 6:
+            filtered = ".".join(tokens[6:])
+    if stream_name != req.get("stream_name", ""):
+        raise error("JSStreamMismatchErr")
+    if consumer_name and ("/" in consumer_name or "\\" in consumer_name):
+        raise error("JSConsumerNameContainsPathSeparatorsErr")
+    if legacy_durable:
+        if not ccfg.get("durable_name"):
+            raise error("JSConsumerDurableNameNotSetErr")
+        if consumer_name != ccfg["durable_name"]:
+            raise error("JSConsumerDurableNameNotMatchSubjectErr")
+        ccfg["name"] = consumer_name
+    elif not legacy_ephemeral:
+        if ccfg.get("durable_name") and consumer_name != ccfg["durable_name"]:
+            raise error("JSConsumerDurableNameNotMatchSubjectErr")
+        ccfg["name"] = consumer_name
+    if legacy_ephemeral and ccfg.get("durable_name"):
+        raise error("JSConsumerEphemeralWithDurableNameErr")
+    if filtered and ccfg.get("filter_subjects"):
+        raise error("JSConsumerMultipleFiltersNotAllowed")
+    if filtered and ccfg.get("filter_subject", "") != filtered:
+        raise error("JSConsumerCreateFilterSubjectMismatchErr")
+    if (ccfg.get("num_replicas") or 0) > 1:
+        raise error("JSStreamReplicasNotSupportedErr")
+    stream = _stream(account, stream_name)
+    action = req.get("action", "") or ""
+    if action not in ("", "create", "update"):
+        raise error("JSInvalidJSONErr", err=f"unknown consumer action: {json.dumps(action)}")
+    existing = stream.consumers.get(ccfg.get("durable_name") or ccfg.get("name") or "")
+    if existing is not None and existing.cfg.get("pause_until") and "pause_until" not in ccfg:
+        ccfg["pause_until"] = existing.cfg["pause_until"]
+    try:
+        consumer = account.add_consumer(stream, ccfg, action, bool(req.get("pedantic")))
+    except ApiError:
+        raise
+    except Exception as exc:
+        raise error("JSConsumerCreateErrF", err=str(exc)) from None
+    return "consumer_create_response", consumer.info()
+
+
+def _consumer(stream, name):
+    c = stream.consumers.get(name)
+    if c is None:
+        raise error("JSConsumerNotFoundErr")
+    return c
+
+
+def consumer_info(account, tokens, reply, hdr, payload):
+    stream = _stream(account, tokens[4])
+    return "consumer_info_response", _consumer(stream, tokens[5]).info()
+
+
+def consumer_delete(account, tokens, reply, hdr, payload):
+    stream = _stream(account, tokens[4])
+    if not account.delete_consumer(stream, tokens[5]):
+        raise error("JSConsumerNotFoundErr")
+    return "consumer_delete_response", {"success": True}
+
+
+def consumer_names(account, tokens, reply, hdr, payload):
+    req = _request(payload)
+    stream = _stream(account, tokens[4])
+    names = sorted(stream.consumers)
+    offset = min(max(req.get("offset", 0) or 0, 0), len(names))
+    return "consumer_names_response", {"total": len(names), "offset": offset,
+                                       "limit": NAMES_LIMIT,
+                                       "consumers": names[offset:offset + NAMES_LIMIT]}
+
+
+def consumer_list(account, tokens, reply, hdr, payload):
+    req = _request(payload)
+    stream = _stream(account, tokens[4])
+    names = sorted(stream.consumers)
+    offset = min(max(req.get("offset", 0) or 0, 0), len(names))
+    infos = [stream.consumers[n].info() for n in names[offset:offset + LIST_LIMIT]]
+    return "consumer_list_response", {"total": len(names), "offset": offset,
+                                      "limit": LIST_LIMIT, "consumers": infos, "missing": None}
+
+
+def consumer_pause(account, tokens, reply, hdr, payload):
+    req = _request(payload)
+    stream = _stream(account, tokens[4])
+    c = _consumer(stream, tokens[5])
+    until = req.get("pause_until") or ""
+    from natsx.jetstream.util import parse_rfc3339
+
+    try:
+        until_ns = parse_rfc3339(until) if until else 0
+    except ValueError:
+        raise error("JSInvalidJSONErr", err="invalid pause_until") from None
+    cfg = dict(c.cfg)
+    if until_ns and until_ns > time.time_ns():
+        cfg["pause_until"] = rfc3339(until_ns)
+    else:
+        cfg.pop("pause_until", None)
+    account._update_consumer(c, consumer_mod.ordered(cfg))
+    out = {"paused": "pause_until" in cfg}
+    out["pause_until"] = cfg.get("pause_until", rfc3339(0))
+    if out["paused"]:
+        out["pause_remaining"] = until_ns - time.time_ns()
+    return "consumer_pause_response", out
+
+
+def not_clustered(account, tokens, reply, hdr, payload):
+    raise error("JSClusterRequiredErr")
+
+
+_HANDLERS = {
+    ("INFO",): account_info,
+    ("STREAM", "CREATE"): stream_create,
+    ("STREAM", "UPDATE"): stream_update,
+    ("STREAM", "NAMES"): stream_names,
+    ("STREAM", "LIST"): stream_list,
+    ("STREAM", "INFO"): stream_info,
+    ("STREAM", "DELETE"): stream_delete,
+    ("STREAM", "PURGE"): stream_purge,
+    ("STREAM", "MSG"): None,
+    ("CONSUMER", "CREATE"): consumer_create,
+    ("CONSUMER", "DURABLE"): consumer_create,
+    ("CONSUMER", "NAMES"): consumer_names,
+    ("CONSUMER", "LIST"): consumer_list,
+    ("CONSUMER", "INFO"): consumer_info,
+    ("CONSUMER", "DELETE"): consumer_delete,
+    ("CONSUMER", "PAUSE"): consumer_pause,
+    ("STREAM", "LEADER"): not_clustered,
+    ("STREAM", "PEER"): not_clustered,
+    ("CONSUMER", "LEADER"): not_clustered,
+}
+
+_RESPONSE_TYPES = {
+    stream_create: "stream_create_response", stream_update: "stream_update_response",
+    stream_names: "stream_names_response", stream_list: "stream_list_response",
+    stream_info: "stream_info_response", stream_delete: "stream_delete_response",
+    stream_purge: "stream_purge_response", msg_delete: "stream_msg_delete_response",
+    msg_get: "stream_msg_get_response", consumer_create: "consumer_create_response",
+    consumer_names: "consumer_names_response", consumer_list: "consumer_list_response",
+    consumer_info: "consumer_info_response", consumer_delete: "consumer_delete_response",
+    consumer_pause: "consumer_pause_response", account_info: "account_info_response",
+}
+_STEPDOWN_TYPES = {"STREAM": "stream_leader_stepdown_response",
+                   "CONSUMER": "consumer_leader_stepdown_response"}
+_PAGED = {stream_info, stream_names, stream_list, consumer_names, consumer_list}
+
+
+def _handler(tokens):
+    if len(tokens) < 3:
+        return None
+    key = tuple(tokens[2:4]) if len(tokens) > 3 else (tokens[2],)
+    if key == ("STREAM", "MSG") and len(tokens) > 4:
+        return {"GET": msg_get, "DELETE": msg_delete}.get(tokens[4])
+    return _HANDLERS.get(key)
+
+
+def dispatch(account: "Account", subject: bytes, reply, hdr, payload: bytes) -> None:
+    """Run one API request and queue its response."""
+    tokens = subject.decode("utf-8", "surrogateescape").split(".")
+    handler = _handler(tokens)
+    if handler is None:
+        return
+    account.api_total += 1
+    if handler is not_clustered:
+        rtype = _STEPDOWN_TYPES[tokens[2]]
+        if tokens[3] == "PEER":
+            rtype = "stream_remove_peer_response"
+    else:
+        rtype = _RESPONSE_TYPES[handler]
+    try:
+        rtype, body = handler(account, tokens, reply, hdr, payload or b"")
+        response = {"type": T + rtype}
+        response.update(body)
+    except ApiError as exc:
+        account.api_errors += 1
+        response = {"type": T + rtype, "error": exc.to_json()}
+        if handler in _PAGED:
+            response.update(_PAGED_ERROR)
+    if reply:
+        account.js.send(account.name, reply, None, _dumps(response))

@@ -1,0 +1,589 @@
+"""JetStream in a worker: accounts, their streams and consumers on disk, timers, group commit.
+
+Theory of operation
+-------------------
+``JetStream`` is created by worker 0 when the server runs with ``-js``. It owns
+
+* the store directory, laid out as Go's: ``<store_dir>/jetstream/<account>/streams/<name>/``
+  holding ``meta.inf`` (the stream's config and creation time, JSON), ``msgs/`` (the LMDB
+  environment of a file stream) and ``obs/<consumer>/meta.inf`` (each consumer's config;
+  none for ``mem_storage`` consumers, such as ordered consumers, which do not outlive the
+  process, as in Go).
+  Memory streams keep their config there too and come back empty, as in Go. Meta files are
+  written to a temporary name, fsynced and renamed, so a crash leaves the old or the new one;
+* one ``Account`` per account with JetStream (its streams, API counters and limits), which
+  recovers every stream and consumer on start;
+* the batch machinery. Every internal handler (stream capture, API, acks) runs after a read
+  batch; what it wants to send goes to ``outbox`` and the streams it wrote to are in
+  ``dirty``. ``flush`` (a worker batch hook) first lets signalled consumers deliver, then
+  commits each dirty stream's transaction — one fsync per stream per batch, so everything
+  a batch stored is acknowledged by a single sync — and only then routes the outbox;
+* a timer wheel (``call_later``/``call_at``) served by one trio task; each expiry runs as a
+  batch of its own (``Server.run_batch``), so its output is committed and flushed the same way.
+"""
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from itertools import count
+
+import trio
+
+from natsx.jetstream import api
+from natsx.jetstream.consumer import (DELETE_WAIT_DEFAULT, Consumer, check_config as
+                                      check_consumer_config, check_update as
+                                      check_consumer_update, decode_config as
+                                      decode_consumer_config, new_consumer_name, ordered as
+                                      ordered_consumer, set_defaults, filters_of)
+from natsx.jetstream.errors import error
+from natsx.jetstream.stream import Stream, store_config
+from natsx.jetstream.util import subject_matches, subjects_collide
+from natsx.storage import LmdbStore, MemStore
+
+log = logging.getLogger("natsx")
+
+
+# ------------------------------------------------------------------------------------- timers
+
+class Timer:
+    __slots__ = ("deadline", "fn", "cancelled")
+
+    def __init__(self, deadline: float, fn) -> None:
+        self.deadline = deadline
+        self.fn = fn
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Timers:
+    """Deadlines on ``time.monotonic()``, fired by one trio task as worker batches."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self._heap: list = []
+        self._seq = count()
+        self._wake = trio.Event()
+
+    def call_at(self, deadline: float, fn) -> Timer:
+        t = Timer(deadline, fn)
+        heapq.heappush(self._heap, (deadline, next(self._seq), t))
+        if self._heap[0][2] is t:
+            self._wake.set()
+        return t
+
+    def call_later(self, delay: float, fn) -> Timer:
+        return self.call_at(time.monotonic() + max(delay, 0.0), fn)
+
+    async def run(self) -> None:
+        heap = self._heap
+        while True:
+            now = time.monotonic()
+            due = []
+            while heap and heap[0][0] <= now:
+                t = heapq.heappop(heap)[2]
+                if not t.cancelled:
+                    due.append(t)
+            if due:
+                self.server.run_batch(self._fire, due)
+                await trio.lowlevel.checkpoint()
+                continue
+            self._wake = trio.Event()
+            timeout = heap[0][0] - now if heap else math.inf
+            with trio.move_on_after(timeout):
+                await self._wake.wait()
+
+    @staticmethod
+    def _fire(due) -> None:
+        for t in due:
+            if t.cancelled:
+                continue
+            try:
+                t.fn()
+            except Exception:
+                log.exception("JetStream timer failed")
+
+
+# ------------------------------------------------------------------------------------- files
+
+def write_meta(path: str, data: dict) -> None:
+    """Write JSON durably: temp file, fsync, rename, fsync the directory."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(json.dumps(data).encode())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(os.path.dirname(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_meta(path: str):
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------------------------- limits
+
+class Limits:
+    """An account's JetStream limits (-1 = unlimited), Go's JetStreamAccountLimits."""
+
+    def __init__(self, account: "Account", max_memory=-1, max_storage=-1, max_streams=-1,
+                 max_consumers=-1, max_ack_pending=-1, memory_max_stream_bytes=-1,
+                 storage_max_stream_bytes=-1, max_bytes_required=False) -> None:
+        self.account = account
+        self.max_memory = max_memory
+        self.max_storage = max_storage
+        self.max_streams = max_streams
+        self.max_consumers = max_consumers
+        self.max_ack_pending = max_ack_pending
+        self.memory_max_stream_bytes = memory_max_stream_bytes
+        self.storage_max_stream_bytes = storage_max_stream_bytes
+        self.max_bytes_required = max_bytes_required
+
+    def to_json(self) -> dict:
+        return {"max_memory": self.max_memory, "max_storage": self.max_storage,
+                "max_streams": self.max_streams, "max_consumers": self.max_consumers,
+                "max_ack_pending": self.max_ack_pending,
+                "memory_max_stream_bytes": self.memory_max_stream_bytes,
+                "storage_max_stream_bytes": self.storage_max_stream_bytes,
+                "max_bytes_required": self.max_bytes_required}
+
+    def check_stream(self, cfg: dict) -> None:
+        if self.max_bytes_required and cfg.get("max_bytes", -1) <= 0:
+            raise error("JSStreamMaxBytesRequired")
+        per = (self.memory_max_stream_bytes if cfg.get("storage") == "memory"
+               else self.storage_max_stream_bytes)
+        if per > 0 and cfg.get("max_bytes", -1) > per:
+            raise error("JSStreamMaxStreamBytesExceeded")
+
+    def check_store(self, stream: Stream, size: int):
+        limit = self.max_memory if stream.cfg["storage"] == "memory" else self.max_storage
+        if limit > 0:
+            used = self.account.usage(stream.cfg["storage"])
+            if used + size > limit:
+                return error("JSAccountResourcesExceededErr")
+        return None
+
+
+# ------------------------------------------------------------------------------------- account
+
+class Account:
+    """JetStream state of one account."""
+
+    def __init__(self, js: "JetStream", name: str) -> None:
+        self.js = js
+        self.name = name
+        self.dir = os.path.join(js.store_dir, name)
+        self.streams: dict[str, Stream] = {}
+        self.limits = Limits(self)
+        self.api_total = 0
+        self.api_errors = 0
+        self.api_subs: list = []
+
+    def usage(self, storage: str) -> int:
+        return sum(s.store.state().bytes for s in self.streams.values()
+                   if s.cfg["storage"] == storage)
+
+    def stream_dir(self, name: str) -> str:
+        return os.path.join(self.dir, "streams", name)
+
+    # -- streams -------------------------------------------------------------------------------
+
+    def _open_store(self, cfg: dict):
+        if cfg["storage"] == "memory":
+            return MemStore(store_config(cfg))
+        return LmdbStore(os.path.join(self.stream_dir(cfg["name"]), "msgs"), store_config(cfg))
+
+    def create_stream(self, cfg: dict, created: int | None = None, *, persist: bool = True) -> Stream:
+        if persist:
+            if 0 < self.limits.max_streams <= len(self.streams):
+                raise error("JSMaximumStreamsLimitErr")
+            path = self.stream_dir(cfg["name"])
+            if os.path.exists(path):
+                shutil.rmtree(path, ignore_errors=True)
+        created = created or time.time_ns()
+        store = self._open_store(cfg)
+        stream = Stream(self, cfg, store, created)
+        if persist:
+            write_meta(os.path.join(self.stream_dir(cfg["name"]), "meta.inf"),
+                       {"config": cfg, "created": created})
+        self.streams[cfg["name"]] = stream
+        stream.subscribe()
+        self.js.subscribe_direct(stream)
+        self.js.arm_expiry(stream)
+        return stream
+
+    def update_stream(self, stream: Stream, cfg: dict) -> None:
+        write_meta(os.path.join(self.stream_dir(stream.name), "meta.inf"),
+                   {"config": cfg, "created": stream.created})
+        allow_direct = stream.cfg.get("allow_direct")
+        stream.update_config(cfg)
+        if allow_direct != cfg.get("allow_direct"):
+            self.js.unsubscribe_direct(stream)
+            self.js.subscribe_direct(stream)
+        for c in stream.consumers.values():
+            c.signal()
+
+    def delete_stream(self, stream: Stream) -> None:
+        for name in list(stream.consumers):
+            self.delete_consumer(stream, name, remove_files=False)
+        stream.closed = True
+        stream.unsubscribe()
+        self.js.unsubscribe_direct(stream)
+        if stream.dirty:
+            stream.commit()
+            self.js.dirty = [s for s in self.js.dirty if s is not stream]
+        if stream.expiry_timer is not None:
+            stream.expiry_timer.cancel()
+        self.streams.pop(stream.name, None)
+        stream.store.delete()
+        shutil.rmtree(self.stream_dir(stream.name), ignore_errors=True)
+
+    # -- consumers -----------------------------------------------------------------------------
+
+    def add_consumer(self, stream: Stream, raw_cfg: dict, action: str = "",
+                     pedantic: bool = False) -> Consumer:
+        """Go's addConsumerWithAssignment for a standalone server."""
+        cfg = dict(raw_cfg)
+        set_defaults(cfg, stream.cfg, self.limits, pedantic)
+        check_consumer_config(cfg, stream.cfg, self.limits)
+        durable = cfg.get("durable_name", "")
+        name = durable or cfg.get("name", "")
+        scfg = stream.cfg
+        if name and name in stream.consumers:
+            existing = stream.consumers[name]
+            new = ordered_consumer(cfg)
+            if action == "create" and new != existing.cfg:
+                raise error("JSConsumerAlreadyExists")
+            if scfg["retention"] == "workqueue" and not self._partition_unique(
+                    stream, name, filters_of(cfg)):
+                raise error("JSConsumerWQConsumerNotUniqueErr")
+            check_consumer_update(existing.cfg, new,
+                                  lambda s: self.js.has_interest(self.name, s.encode()))
+            self._update_consumer(existing, new)
+            return existing
+        if action == "update":
+            raise error("JSConsumerDoesNotExist")
+        maxc = scfg.get("max_consumers", -1)
+        if maxc <= 0 or 0 < self.limits.max_consumers < maxc:
+            maxc = self.limits.max_consumers
+        if maxc > 0 and len(stream.consumers) >= maxc:
+            raise error("JSMaximumConsumersLimitErr")
+        if scfg["retention"] == "workqueue":
+            if cfg.get("ack_policy") != "explicit":
+                raise error("JSConsumerWQRequiresExplicitAckErr")
+            if cfg.get("deliver_policy", "all") != "all":
+                raise error("JSConsumerWQConsumerNotDeliverAllErr")
+            if stream.consumers:
+                filters = filters_of(cfg)
+                if not filters:
+                    raise error("JSConsumerWQMultipleUnfilteredErr")
+                if not self._partition_unique(stream, name, filters):
+                    raise error("JSConsumerWQConsumerNotUniqueErr")
+        if durable and len(durable) > 255:
+            raise error("JSConsumerNameTooLongErrF", max=255)
+        if not name:
+            while True:
+                name = new_consumer_name()
+                if name not in stream.consumers:
+                    break
+            cfg["name"] = name
+        if not durable and not cfg.get("inactive_threshold"):
+            cfg["inactive_threshold"] = DELETE_WAIT_DEFAULT
+        if durable and not cfg.get("name"):
+            cfg["name"] = durable
+        cfg = ordered_consumer(cfg)
+        consumer = self._make_consumer(stream, name, cfg, time.time_ns())
+        consumer.select_start()
+        self._write_consumer_meta(consumer)
+        consumer.start()
+        return consumer
+
+    def _partition_unique(self, stream: Stream, name: str, filters: list) -> bool:
+        for cname, c in stream.consumers.items():
+            if cname == name:
+                continue
+            if not c.filters:
+                return False
+            for f in filters:
+                if any(subjects_collide(f, g) for g in c.filters):
+                    return False
+        return True
+
+    def _make_consumer(self, stream: Stream, name: str, cfg: dict, created: int) -> Consumer:
+        stream.touch()
+        consumer = Consumer(stream, name, cfg, created, None)
+        consumer.cs = stream.store.consumer_store(name, consumer.store_config())
+        stream.consumers[name] = consumer
+        js = self.js
+        sname, acc = stream.name.encode(), self.name
+        consumer.subs = [
+            js.server.internal_subscribe(acc, b"$JS.ACK.%s.%s.*.*.*.*.*" % (sname, name.encode()),
+                                         lambda s, r, h, p, pub, c=consumer: js.on_ack(c, s, r, p)),
+            js.server.internal_subscribe(acc, b"$JS.API.CONSUMER.MSG.NEXT.%s.%s" % (sname, name.encode()),
+                                         lambda s, r, h, p, pub, c=consumer: js.on_next(c, r, h, p)),
+            js.server.internal_subscribe(acc, b"$JS.FC.%s.%s.*" % (sname, name.encode()),
+                                         lambda s, r, h, p, pub, c=consumer: c.process_flow_control(s)),
+        ]
+        return consumer
+
+    def _update_consumer(self, consumer: Consumer, cfg: dict) -> None:
+        consumer.cfg = cfg
+        consumer.filters = filters_of(cfg)
+        consumer.npc_stale = True
+        consumer.stream.touch()
+        consumer.cs.update_config(consumer.store_config())
+        self._write_consumer_meta(consumer)
+        if consumer.is_push:
+            consumer.active = self.js.has_interest(self.name, cfg["deliver_subject"].encode())
+        consumer._arm_inactive()
+        consumer.signal()
+
+    def _write_consumer_meta(self, consumer: Consumer) -> None:
+        if consumer.cfg.get("mem_storage"):
+            return
+        write_meta(os.path.join(self.stream_dir(consumer.stream.name), "obs", consumer.name,
+                                "meta.inf"), {"config": consumer.cfg, "created": consumer.created})
+
+    def delete_consumer(self, stream: Stream, name: str, *, remove_files: bool = True) -> bool:
+        consumer = stream.consumers.pop(name, None)
+        if consumer is None:
+            return False
+        for sub in getattr(consumer, "subs", ()):
+            self.js.server.internal_unsubscribe(self.name, sub)
+        consumer.stop(delete=True)
+        if remove_files:
+            shutil.rmtree(os.path.join(self.stream_dir(stream.name), "obs", name),
+                          ignore_errors=True)
+            stream.check_interest_all()
+        return True
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        root = os.path.join(self.dir, "streams")
+        try:
+            names = sorted(os.listdir(root))
+        except OSError:
+            return
+        for sname in names:
+            meta = read_meta(os.path.join(root, sname, "meta.inf"))
+            if not meta or "config" not in meta:
+                log.warning("JetStream: skipping stream directory %r without metadata", sname)
+                continue
+            try:
+                stream = self.create_stream(meta["config"], meta.get("created"), persist=False)
+            except Exception as exc:
+                log.error("JetStream: could not recover stream %r: %s", sname, exc)
+                continue
+            stream.rebuild_dedupe()
+            obs = os.path.join(root, sname, "obs")
+            try:
+                cnames = sorted(os.listdir(obs))
+            except OSError:
+                cnames = []
+            for cname in cnames:
+                cmeta = read_meta(os.path.join(obs, cname, "meta.inf"))
+                if not cmeta or "config" not in cmeta:
+                    continue
+                consumer = self._make_consumer(stream, cname, cmeta["config"],
+                                               cmeta.get("created") or time.time_ns())
+                if consumer.cs.has_state():
+                    consumer.restore()
+                else:
+                    consumer.select_start()
+                consumer.start()
+            # State left by consumers that were not meant to outlive the process.
+            for orphan in set(stream.store.consumer_names()) - set(stream.consumers):
+                stream.touch()
+                stream.store.consumer_store(orphan).delete()
+            state = stream.store.state()
+            log.info("  Restored %d messages for stream '%s > %s'", state.msgs, self.name, sname)
+
+
+# ------------------------------------------------------------------------------------- server
+
+class JetStream:
+    """JetStream for the worker that runs it; see the module docstring."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        o = server.options
+        base = o.store_dir or os.path.join(tempfile.gettempdir(), "nats")
+        self.store_dir = os.path.join(base, "jetstream")
+        self.accounts: dict[str, Account] = {}
+        self.outbox: list = []
+        self.dirty: list = []
+        self.signaled: list = []
+        self.timers = Timers(server)
+        self.domain = ""
+        self.direct_subs: dict = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self, nursery) -> None:
+        os.makedirs(self.store_dir, exist_ok=True)
+        log.info("Starting JetStream")
+        log.info("  Store Directory: %r", self.store_dir)
+        self.server.batch_hooks.append(self.flush)
+        self.server.sub_hooks.append(self.on_sub)
+        nursery.start_soon(self.timers.run)
+        self.server.run_batch(self._enable, "$G")
+
+    def _enable(self, name: str) -> Account:
+        account = self.accounts.get(name)
+        if account is None:
+            account = self.accounts[name] = Account(self, name)
+            for subject in api.SUBJECTS:
+                account.api_subs.append(self.server.internal_subscribe(
+                    name, subject, lambda s, r, h, p, pub, a=account: api.dispatch(a, s, r, h, p)))
+            account.recover()
+        return account
+
+    def stop(self) -> None:
+        try:
+            self.flush()
+        except Exception:
+            log.exception("JetStream: final flush failed")
+        for account in self.accounts.values():
+            for stream in account.streams.values():
+                try:
+                    stream.store.stop()
+                except Exception:
+                    pass
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def send(self, account: str, subject: bytes, reply, payload: bytes, *, hdr=None,
+             deliver_as=None) -> None:
+        self.outbox.append((account, subject, reply, hdr, payload, deliver_as))
+
+    def flush(self) -> None:
+        """The worker's batch hook: deliver, commit (group commit), then send."""
+        if not (self.signaled or self.dirty or self.outbox):
+            return
+        while self.signaled:
+            signaled, self.signaled = self.signaled, []
+            for consumer in signaled:
+                try:
+                    consumer.deliver()
+                except Exception:
+                    log.exception("JetStream: delivery for consumer %r failed", consumer.name)
+        dirty, self.dirty = self.dirty, []
+        for stream in dirty:
+            try:
+                stream.commit()
+            except Exception:
+                # Nothing of this batch may be acknowledged if it did not reach the disk.
+                log.exception("JetStream: commit of stream %r failed", stream.name)
+                self.outbox = [m for m in self.outbox if not _is_pub_ack_for(m, stream)]
+        outbox, self.outbox = self.outbox, []
+        server = self.server
+        for account, subject, reply, hdr, payload, deliver_as in outbox:
+            server.internal_client(account).publish(subject, reply, hdr, payload, deliver_as)
+
+    # -- timers --------------------------------------------------------------------------------
+
+    def call_later(self, delay: float, fn) -> Timer:
+        return self.timers.call_later(delay, fn)
+
+    def call_at(self, deadline: float, fn) -> Timer:
+        return self.timers.call_at(deadline, fn)
+
+    def arm_expiry(self, stream: Stream) -> None:
+        if stream.expiry_timer is not None or stream.closed:
+            return
+        cfg = stream.cfg
+        if not cfg.get("max_age") and not cfg.get("allow_msg_ttl"):
+            return
+        due = stream.store.next_expiry()
+        if due is None:
+            return
+        delay = max((due - time.time_ns()) / 1e9, 0.0) + 0.001
+
+        def fire():
+            stream.expiry_timer = None
+            if not stream.closed:
+                stream.expire()
+                self.arm_expiry(stream)
+        stream.expiry_timer = self.call_later(delay, fire)
+
+    # -- interest ------------------------------------------------------------------------------
+
+    def has_interest(self, account: str, subject) -> bool:
+        if isinstance(subject, str):
+            subject = subject.encode()
+        return self.server.internal_client(account).has_interest(subject)
+
+    def on_sub(self, account_name: bytes, sub) -> None:
+        account = self.accounts.get(account_name.decode())
+        if account is None:
+            return
+        subject = sub.subject.decode("utf-8", "replace")
+        for stream in account.streams.values():
+            for c in stream.consumers.values():
+                ds = c.cfg.get("deliver_subject")
+                if ds and not c.active and subject_matches(ds, subject):
+                    c.on_interest()
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    def on_ack(self, consumer: Consumer, subject: bytes, reply, payload: bytes) -> None:
+        if consumer.closed:
+            return
+        toks = subject.split(b".")
+        consumer.process_ack(toks[4:9], reply, payload)
+
+    def on_next(self, consumer: Consumer, reply, hdr, payload: bytes) -> None:
+        if consumer.closed or not reply:
+            return
+        consumer.process_next_request(reply, payload or b"")
+
+    def subscribe_direct(self, stream: Stream) -> None:
+        if not stream.cfg.get("allow_direct"):
+            return
+        acc, name = stream.account.name, stream.name.encode()
+        handler = (lambda s, r, h, p, pub, st=stream: api.direct_get(st, s, r, h, p))
+        self.direct_subs[id(stream)] = [
+            self.server.internal_subscribe(acc, b"$JS.API.DIRECT.GET.%s" % name, handler),
+            self.server.internal_subscribe(acc, b"$JS.API.DIRECT.GET.%s.>" % name, handler),
+        ]
+
+    def unsubscribe_direct(self, stream: Stream) -> None:
+        for sub in self.direct_subs.pop(id(stream), ()):
+            self.server.internal_unsubscribe(stream.account.name, sub)
+
+    def advisory(self, consumer: Consumer, kind: str, event: dict) -> None:
+        subject = b"$JS.EVENT.ADVISORY.CONSUMER.%s.%s.%s" % (
+            kind.encode(), consumer.stream.name.encode(), consumer.name.encode())
+        acc = consumer.account_name
+        if not self.has_interest(acc, subject):
+            return
+        from natsx.jetstream.util import rfc3339
+
+        body = {"type": event.pop("type"), "id": new_consumer_name() * 2 + "ABCDEF",
+                "timestamp": rfc3339(time.time_ns())}
+        body.update(event)
+        if self.domain:
+            body["domain"] = self.domain
+        self.send(acc, subject, None, json.dumps(body).encode())
+
+
+def _is_pub_ack_for(message, stream: Stream) -> bool:
+    payload = message[4]
+    return payload.startswith(stream._pub_ack)

@@ -1,0 +1,740 @@
+"""A JetStream stream: its configuration rules, the capture of publishes, PubAcks and limits.
+
+Theory of operation
+-------------------
+A ``Stream`` owns one store (``LmdbStore`` for file storage, ``MemStore`` for memory) and its
+consumers. It subscribes, through the worker's internal client, to its subjects; every
+message published on them is checked the way Go's ``processJetStreamMsg`` checks it (sealed,
+``Nats-Expected-*`` headers, ``Nats-Msg-Id`` duplicates within ``duplicate_window``, rollups,
+sizes), stored, and answered with a PubAck. Nothing leaves before it is durable: the first
+write of a batch opens a store transaction (``touch``), every PubAck and delivery is queued
+in the JetStream outbox, and ``JetStream.flush`` commits (one fsync per stream per batch:
+group commit) before it routes the outbox. A refused publish changes nothing and costs no
+sync.
+
+Configurations are plain dicts in their JSON shape; ``check_config`` is Go's
+``checkStreamCfg`` (defaults and validation, same errors) and ``check_update`` is
+``configUpdateCheck``. Retention: limits (the store enforces them), interest (a message is
+removed once every consumer whose filter matches it has acknowledged it; with no interested
+consumer a publish only uses up a sequence) and workqueue (removed on the first ack).
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING
+
+from natsx.jetstream.errors import ApiError, error
+from natsx.jetstream.util import (NS, SubjectTransform, add_headers, get_header, go_duration,
+                                  is_subset_match, is_valid_name, is_valid_subject,
+                                  parse_go_duration, rfc3339, subject_matches, subjects_collide)
+from natsx.storage import (ErrMaxBytes, ErrMaxMsgs, ErrMaxMsgsPerSubject, ErrMsgTooLarge,
+                           StoreConfig, StoreError)
+
+if TYPE_CHECKING:
+    from natsx.jetstream.manager import Account
+
+MAX_NAME_LEN = 255
+MAX_DESCRIPTION_LEN = 4 * 1024
+MAX_METADATA_LEN = 128 * 1024
+MAX_REPLICAS = 5
+DEFAULT_DUPLICATE_WINDOW = 120 * NS
+MIN_WINDOW = 100_000_000  # 100ms
+MAX_HEADER_SIZE = 65535
+
+RETENTIONS = ("limits", "interest", "workqueue")
+DISCARDS = ("old", "new")
+STORAGES = ("file", "memory")
+COMPRESSIONS = ("none", "s2")
+
+# The fields of Go's StreamConfig in marshalling order, with what an absent one defaults to.
+# None marks an omitempty field that is left out when empty.
+_FIELDS = (
+    ("name", ""), ("description", None), ("subjects", None), ("retention", "limits"),
+    ("max_consumers", -1), ("max_msgs", -1), ("max_bytes", -1), ("max_age", 0),
+    ("max_msgs_per_subject", -1), ("max_msg_size", -1), ("discard", "old"),
+    ("storage", "file"), ("num_replicas", 1), ("no_ack", None), ("template_owner", None),
+    ("duplicate_window", None), ("placement", None), ("mirror", None), ("sources", None),
+    ("compression", "none"), ("first_seq", None), ("subject_transform", None),
+    ("republish", None), ("allow_direct", False), ("mirror_direct", False),
+    ("discard_new_per_subject", None), ("sealed", False), ("deny_delete", False),
+    ("deny_purge", False), ("allow_rollup_hdrs", False), ("consumer_limits", {}),
+    ("allow_msg_ttl", False), ("subject_delete_marker_ttl", None),
+    ("allow_msg_counter", None), ("allow_atomic", None), ("allow_msg_schedules", None),
+    ("persist_mode", None), ("metadata", None),
+)
+_INTS = {"max_consumers", "max_msgs", "max_bytes", "max_age", "max_msgs_per_subject",
+         "max_msg_size", "num_replicas", "duplicate_window", "first_seq",
+         "subject_delete_marker_ttl"}
+_BOOLS = {"no_ack", "allow_direct", "mirror_direct", "discard_new_per_subject", "sealed",
+          "deny_delete", "deny_purge", "allow_rollup_hdrs", "allow_msg_ttl",
+          "allow_msg_counter", "allow_atomic", "allow_msg_schedules"}
+_ENUMS = {"retention": RETENTIONS, "discard": DISCARDS, "storage": STORAGES,
+          "compression": COMPRESSIONS, "persist_mode": ("default", "async")}
+
+
+def invalid_json(detail: str) -> ApiError:
+    # 2.11+ appends the decoder's error to the description.
+    return error("JSInvalidJSONErr", err=detail)
+
+
+def _invalid(text: str) -> ApiError:
+    return error("JSStreamInvalidConfigF", err=text)
+
+
+def decode_config(raw) -> dict:
+    """The StreamConfig JSON as Go's json.Unmarshal accepts it: types checked, enums exact."""
+    if not isinstance(raw, dict):
+        raise invalid_json("json: cannot unmarshal into Go value of type server.StreamConfig")
+    cfg = {}
+    for key, value in raw.items():
+        if value is None:
+            continue
+        if key in _INTS and (isinstance(value, bool) or not isinstance(value, int)):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise invalid_json(f"json: cannot unmarshal {type(value).__name__} into Go struct "
+                                   f"field StreamConfig.{key}")
+        elif key in _BOOLS and not isinstance(value, bool):
+            raise invalid_json(f"json: cannot unmarshal into Go struct field StreamConfig.{key} "
+                               "of type bool")
+        elif key in _ENUMS:
+            if value == "" and key in ("compression", "persist_mode"):
+                continue
+            if value not in _ENUMS[key]:
+                raise invalid_json(f"can not unmarshal {json.dumps(value)}")
+        elif key in ("name", "description", "template_owner") and not isinstance(value, str):
+            raise invalid_json(f"json: cannot unmarshal into Go struct field StreamConfig.{key} "
+                               "of type string")
+        elif key == "subjects":
+            if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+                raise invalid_json("json: cannot unmarshal into Go struct field "
+                                   "StreamConfig.subjects of type []string")
+        elif key == "metadata":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise invalid_json("json: cannot unmarshal into Go struct field "
+                                   "StreamConfig.metadata of type map[string]string")
+        cfg[key] = value
+    return cfg
+
+
+def ordered(cfg: dict) -> dict:
+    """The config with Go's field order and omitempty rules applied."""
+    out = {}
+    for key, default in _FIELDS:
+        value = cfg.get(key)
+        if default is None:
+            if value:
+                out[key] = value
+        else:
+            out[key] = default if value is None else value
+    if "consumer_limits" in out:
+        out["consumer_limits"] = {k: v for k, v in (out["consumer_limits"] or {}).items() if v}
+    return out
+
+
+def check_config(raw: dict, *, pedantic: bool = False, others=(), limits=None) -> dict:
+    """Go's checkStreamCfg: validate and fill defaults. ``others`` are the account's other
+    streams' configs (for subject overlaps). Raises ApiError."""
+    cfg = dict(raw)
+    name = cfg.get("name", "")
+    if not is_valid_name(name):
+        raise _invalid("stream name is required and can not contain '.', '*', '>', '\\', '/'")
+    if len(name) > MAX_NAME_LEN:
+        raise _invalid(f"stream name is too long, maximum allowed is {MAX_NAME_LEN}")
+    if len(cfg.get("description", "")) > MAX_DESCRIPTION_LEN:
+        raise _invalid(f"stream description is too long, maximum allowed is {MAX_DESCRIPTION_LEN}")
+    meta = cfg.get("metadata") or {}
+    if sum(len(k) + len(v) for k, v in meta.items()) > MAX_METADATA_LEN:
+        raise _invalid(f"stream metadata exceeds maximum size of {MAX_METADATA_LEN} bytes")
+
+    replicas = cfg.get("num_replicas", 0) or 0
+    if replicas == 0:
+        replicas = 1
+    if replicas > MAX_REPLICAS:
+        raise _invalid(f"maximum replicas is {MAX_REPLICAS}")
+    if replicas < 0:
+        raise error("JSReplicasCountCannotBeNegative")
+    cfg["num_replicas"] = replicas
+    for key in ("max_msgs", "max_msgs_per_subject", "max_bytes", "max_msg_size", "max_consumers"):
+        v = cfg.get(key, 0) or 0
+        if v == 0 or v < -1:
+            if pedantic and v < -1:
+                raise error("JSPedanticErrF", err=f"{key} must be set to -1")
+            v = -1
+        cfg[key] = v
+    max_age = cfg.get("max_age", 0) or 0
+    if max_age < 0:
+        raise _invalid("max age can not be negative")
+    if max_age and max_age < MIN_WINDOW:
+        raise _invalid("max age needs to be >= 100ms")
+    cfg["max_age"] = max_age
+    dup = cfg.get("duplicate_window", 0) or 0
+    if dup == 0 and not cfg.get("mirror") and not cfg.get("sources"):
+        dup = max_age if max_age and max_age < DEFAULT_DUPLICATE_WINDOW else DEFAULT_DUPLICATE_WINDOW
+    if dup < 0:
+        raise _invalid("duplicates window can not be negative")
+    if max_age and dup > max_age:
+        raise _invalid("duplicates window can not be larger then max age")
+    if 0 < dup < MIN_WINDOW:
+        raise _invalid("duplicates window needs to be >= 100ms")
+    cfg["duplicate_window"] = dup
+    if cfg.get("deny_purge") and cfg.get("allow_rollup_hdrs"):
+        raise _invalid("roll-ups require the purge permission")
+    if cfg.get("allow_msg_counter"):
+        if cfg.get("discard") == "new":
+            raise _invalid("counter stream cannot use discard new")
+        if cfg.get("allow_msg_ttl"):
+            raise _invalid("counter stream cannot use message TTLs")
+        if cfg.get("retention", "limits") != "limits":
+            raise _invalid("counter stream can only use limits retention")
+    if cfg.get("discard_new_per_subject"):
+        if cfg.get("discard", "old") != "new":
+            raise _invalid("discard new per subject requires discard new policy to be set")
+        if cfg["max_msgs_per_subject"] <= 0:
+            raise _invalid("discard new per subject requires max msgs per subject > 0")
+    sdm = cfg.get("subject_delete_marker_ttl", 0) or 0
+    if sdm > 0:
+        if sdm < NS:
+            raise _invalid("subject delete marker TTL must be at least 1 second")
+        cfg["allow_msg_ttl"] = True
+        if not cfg.get("allow_rollup_hdrs"):
+            cfg["allow_rollup_hdrs"], cfg["deny_purge"] = True, False
+    elif sdm < 0:
+        raise _invalid("subject delete marker TTL must not be negative")
+    if cfg.get("persist_mode") == "async" and cfg.get("storage", "file") != "file":
+        raise _invalid("async persist mode is only supported on file storage")
+
+    mirror = cfg.get("mirror")
+    if mirror:
+        if cfg.get("first_seq"):
+            raise error("JSMirrorWithFirstSeqErr")
+        if cfg.get("subjects"):
+            raise error("JSMirrorWithSubjectsErr")
+        if cfg.get("sources"):
+            raise error("JSMirrorWithSourcesErr")
+
+    subjects = list(cfg.get("subjects") or [])
+    if not subjects:
+        if not mirror and not cfg.get("sources"):
+            subjects = [name]
+    else:
+        seen = set()
+        for i, subj in enumerate(subjects):
+            if not is_valid_subject(subj):
+                raise _invalid("invalid subject")
+            if subj in seen:
+                raise _invalid("duplicate subjects detected")
+            if subj == ">":
+                if not cfg.get("no_ack"):
+                    raise _invalid("capturing all subjects requires no-ack to be true")
+            if not cfg.get("no_ack"):
+                for ns in ("$JS.>", "$JSC.>", "$NRG.>"):
+                    if subjects_collide(subj, ns) and not is_subset_match(subj, "$JS.EVENT.>"):
+                        raise _invalid("subjects that overlap with jetstream api require no-ack "
+                                       "to be true")
+                if subjects_collide(subj, "$SYS.>") and not is_subset_match(subj, "$SYS.ACCOUNT.>"):
+                    raise _invalid("subjects that overlap with system api require no-ack to be true")
+            for other in subjects[i + 1:]:
+                if subjects_collide(other, subj):
+                    raise _invalid(f'subject "{subj}" overlaps with "{other}"')
+            seen.add(subj)
+    if subjects:
+        cfg["subjects"] = subjects
+    if not subjects and not cfg.get("sources") and not mirror:
+        raise _invalid("stream needs at least one configured subject or be a source/mirror")
+    for other in others:
+        if other.get("name") == name:
+            continue
+        for subj in subjects:
+            if any(subjects_collide(subj, o) for o in other.get("subjects") or ()):
+                raise error("JSStreamSubjectOverlapErr")
+    republish = cfg.get("republish")
+    if republish:
+        src, dest = republish.get("src") or ">", republish.get("dest", "")
+        if any(subjects_collide(dest, s) for s in subjects):
+            raise _invalid("stream configuration for republish destination forms a cycle")
+        try:
+            if not is_valid_subject(dest):
+                raise ValueError(dest)
+            SubjectTransform(src, dest)
+        except ValueError:
+            raise _invalid(f"stream configuration for republish with transform from '{src}' "
+                           f"to '{dest}' not valid") from None
+        cfg["republish"] = dict(republish, src=src)
+    transform = cfg.get("subject_transform")
+    if transform:
+        try:
+            SubjectTransform(transform.get("src", ""), transform.get("dest", ""))
+        except ValueError as exc:
+            raise error("JSStreamTransformInvalidDestination", err=str(exc)) from None
+    if limits is not None:
+        limits.check_stream(cfg)
+    if replicas > 1:
+        raise error("JSStreamReplicasNotSupportedErr")
+    return ordered(cfg)
+
+
+def check_update(old: dict, raw: dict, *, pedantic: bool = False, others=(), limits=None) -> dict:
+    """Go's configUpdateCheck: the new config, or ApiError."""
+    cfg = check_config(raw, pedantic=pedantic, others=others, limits=limits)
+    if cfg["name"] != old["name"]:
+        raise _invalid("stream configuration name must match original")
+    if cfg["storage"] != old["storage"]:
+        raise _invalid("stream configuration update can not change storage type")
+    if cfg["retention"] != old["retention"] and "workqueue" in (cfg["retention"], old["retention"]):
+        raise _invalid("stream configuration update can not change retention policy to/from "
+                       "workqueue")
+    if old.get("sealed") and not cfg.get("sealed"):
+        raise _invalid("stream configuration update can not unseal a sealed stream")
+    if old.get("deny_delete") and not cfg.get("deny_delete"):
+        raise _invalid("stream configuration update can not cancel deny message deletes")
+    if old.get("deny_purge") and not cfg.get("deny_purge"):
+        raise _invalid("stream configuration update can not cancel deny purge")
+    if cfg.get("mirror") and cfg.get("mirror") != old.get("mirror"):
+        raise error("JSStreamMirrorNotUpdatableErr")
+    if old.get("allow_msg_ttl") and not cfg.get("allow_msg_ttl"):
+        raise _invalid("message TTL status can not be disabled")
+    if bool(cfg.get("allow_msg_counter")) != bool(old.get("allow_msg_counter")):
+        raise _invalid("stream configuration update can not change message counter setting")
+    if cfg.get("sealed"):
+        cfg.update(max_age=0, discard="new", deny_delete=True, deny_purge=True,
+                   allow_rollup_hdrs=False)
+    return ordered(cfg)
+
+
+def store_config(cfg: dict) -> StoreConfig:
+    return StoreConfig(
+        subjects=tuple(cfg.get("subjects") or ()),
+        storage=cfg["storage"],
+        max_msgs=cfg["max_msgs"],
+        max_bytes=cfg["max_bytes"],
+        max_age=cfg["max_age"],
+        max_msgs_per_subject=cfg["max_msgs_per_subject"],
+        max_msg_size=cfg["max_msg_size"],
+        discard=cfg["discard"],
+        discard_new_per_subject=bool(cfg.get("discard_new_per_subject")),
+        first_seq=cfg.get("first_seq", 0) or 0,
+        allow_msg_ttl=bool(cfg.get("allow_msg_ttl")),
+    )
+
+
+def parse_ttl(value: bytes) -> int:
+    """``Nats-TTL`` in seconds (Go getMessageTTL): a Go duration, a number of seconds or
+    ``never`` (-1). Raises ValueError."""
+    text = value.decode("ascii", "replace").strip()
+    if text == "never":
+        return -1
+    try:
+        ttl = parse_go_duration(text) // NS if not text.isdigit() else int(text)
+    except ValueError:
+        raise
+    if ttl < 1 and text != "0":
+        raise ValueError("invalid per-message TTL")
+    return ttl
+
+
+class Stream:
+    """One stream of an account; see the module docstring."""
+
+    def __init__(self, account: "Account", cfg: dict, store, created_ns: int) -> None:
+        self.account = account
+        self.js = account.js
+        self.cfg = cfg
+        self.name = cfg["name"]
+        self.store = store
+        self.created = created_ns
+        self.consumers: dict = {}
+        self.subs: list = []
+        self.closed = False
+        self.dirty = False              # a store transaction is open in this batch
+        self.ddmap: dict[str, tuple[int, int]] = {}   # msg id -> (seq, ts), oldest first
+        self.lmsgid = ""
+        self.expiry_timer = None
+        self._pub_ack = b'{"stream":%s,"seq":' % json.dumps(self.name).encode()
+        self._compile_transforms()
+        store.register_storage_updates(self._on_storage_update)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _compile_transforms(self) -> None:
+        cfg = self.cfg
+        st, rp = cfg.get("subject_transform"), cfg.get("republish")
+        self.itr = SubjectTransform(st.get("src", ""), st.get("dest", "")) if st else None
+        self.rtr = SubjectTransform(rp.get("src", ""), rp.get("dest", "")) if rp else None
+
+    def subscribe(self) -> None:
+        server = self.js.server
+        for subject in self.cfg.get("subjects") or ():
+            self.subs.append(server.internal_subscribe(self.account.name, subject.encode(),
+                                                       self._on_publish))
+
+    def unsubscribe(self) -> None:
+        server = self.js.server
+        for sub in self.subs:
+            server.internal_unsubscribe(self.account.name, sub)
+        self.subs = []
+
+    def touch(self) -> None:
+        """Called before any write: opens this batch's store transaction."""
+        if not self.dirty:
+            self.store.begin_batch()
+            self.dirty = True
+            self.js.dirty.append(self)
+
+    def commit(self) -> None:
+        if self.dirty:
+            self.dirty = False
+            self.store.commit_batch()
+
+    def rebuild_dedupe(self) -> None:
+        """After recovery: the message ids still inside the window (Go rebuildDedupe)."""
+        window = self.cfg.get("duplicate_window", 0)
+        state = self.store.state()
+        if not window or not state.msgs:
+            return
+        seq = self.store.get_seq_from_time(time.time_ns() - window)
+        while seq <= state.last_seq:
+            try:
+                sm, seq = self.store.load_next_msg("", start=seq)
+            except StoreError:
+                break
+            msgid = get_header(sm.headers, b"Nats-Msg-Id")
+            if msgid:
+                self.ddmap[msgid.decode("utf-8", "replace")] = (sm.seq, sm.ts)
+                self.lmsgid = msgid.decode("utf-8", "replace")
+            seq += 1
+
+    # ------------------------------------------------------------------ publishing
+
+    def _respond(self, reply, body: bytes) -> None:
+        if reply and not self.cfg.get("no_ack"):
+            self.js.send(self.account.name, reply, None, body)
+
+    def _respond_error(self, reply, err: ApiError) -> None:
+        if reply and not self.cfg.get("no_ack"):
+            body = json.dumps({"error": err.to_json(), "stream": self.name, "seq": 0},
+                              separators=(",", ":")).encode()
+            self.js.send(self.account.name, reply, None, body)
+
+    def _on_publish(self, subject: bytes, reply, hdr, payload: bytes, publisher) -> None:
+        if self.closed:
+            return
+        self.process_msg(subject.decode("utf-8", "surrogateescape"), reply, hdr, payload)
+
+    def process_msg(self, subject: str, reply, hdr, payload: bytes) -> None:
+        """Go's processJetStreamMsg for a publish on one of the stream's subjects."""
+        cfg = self.cfg
+        if cfg.get("sealed"):
+            return self._respond_error(reply, error("JSStreamSealedErr"))
+        if self.itr is not None:
+            subject = self.itr.apply(subject) or subject
+        store = self.store
+        msgid = ""
+        rollup = b""
+        ttl = 0
+        if hdr:
+            if b"Nats-" in hdr:
+                expected = get_header(hdr, b"Nats-Expected-Stream")
+                if expected is not None and expected and expected.decode() != self.name:
+                    return self._respond_error(reply, error("JSStreamNotMatchErr"))
+                ttl_hdr = get_header(hdr, b"Nats-TTL")
+                if ttl_hdr is not None:
+                    try:
+                        ttl = parse_ttl(ttl_hdr)
+                    except ValueError:
+                        ttl = None
+                    if ttl != 0 and not cfg.get("allow_msg_ttl"):
+                        return self._respond_error(reply, error("JSMessageTTLDisabledErr"))
+                    if ttl is None:
+                        return self._respond_error(reply, error("JSMessageTTLInvalidErr"))
+                last_subj_seq = get_header(hdr, b"Nats-Expected-Last-Subject-Sequence")
+                if last_subj_seq is not None:
+                    seq_subject = get_header(hdr, b"Nats-Expected-Last-Subject-Sequence-Subject")
+                    seq_subject = seq_subject.decode() if seq_subject else subject
+                    try:
+                        want = int(last_subj_seq)
+                    except ValueError:
+                        want = -1
+                    try:
+                        have = store.load_last_msg(seq_subject).seq
+                    except StoreError:
+                        have = 0
+                    if have != want:
+                        return self._respond_error(
+                            reply, error("JSStreamWrongLastSequenceErrF", seq=have))
+                elif get_header(hdr, b"Nats-Expected-Last-Subject-Sequence-Subject"):
+                    return self._respond_error(
+                        reply, error("JSStreamExpectedLastSeqPerSubjectInvalid"))
+                last_seq = get_header(hdr, b"Nats-Expected-Last-Sequence")
+                if last_seq is not None:
+                    have = store.state().last_seq
+                    try:
+                        want = int(last_seq)
+                    except ValueError:
+                        want = -1
+                    if want != have:
+                        return self._respond_error(
+                            reply, error("JSStreamWrongLastSequenceErrF", seq=have))
+                mid = get_header(hdr, b"Nats-Msg-Id")
+                if mid:
+                    msgid = mid.decode("utf-8", "replace")
+                    dde = self._check_msgid(msgid)
+                    if dde is not None:
+                        if reply and not cfg.get("no_ack"):
+                            self._respond(reply, self._pub_ack + b"%d,\"duplicate\": true}" % dde)
+                        return
+                last_id = get_header(hdr, b"Nats-Expected-Last-Msg-Id")
+                if last_id is not None and last_id and last_id.decode() != self.lmsgid:
+                    return self._respond_error(
+                        reply, error("JSStreamWrongLastMsgIDErrF", id=self.lmsgid))
+                rollup = get_header(hdr, b"Nats-Rollup") or b""
+                if rollup:
+                    if not cfg.get("allow_rollup_hdrs") or cfg.get("deny_purge"):
+                        return self._respond_error(
+                            reply, error("JSStreamRollupFailedF", err="rollup not permitted"))
+                    if rollup not in (b"sub", b"all"):
+                        return self._respond_error(reply, error(
+                            "JSStreamRollupFailedF",
+                            err=f"rollup value invalid: {json.dumps(rollup.decode())}"))
+        max_size = cfg.get("max_msg_size", -1)
+        hl = len(hdr) if hdr else 0
+        if max_size >= 0 and (hl > max_size or len(payload) > max_size - hl):
+            return self._respond_error(reply, error("JSStreamMessageExceedsMaximumErr"))
+        if hl > MAX_HEADER_SIZE:
+            return self._respond_error(reply, error("JSStreamHeaderExceedsMaximumErr"))
+        err = self.account.limits.check_store(self, len(subject) + hl + len(payload))
+        if err is not None:
+            return self._respond_error(reply, err)
+
+        self.touch()
+        republish_last = 0
+        if self.rtr is not None:
+            try:
+                republish_last = store.load_last_msg(subject).seq
+            except StoreError:
+                pass
+        if cfg["retention"] == "interest" and not self._has_interest(subject):
+            # No consumer wants it: the sequence is used up, nothing is stored.
+            seq = store.skip_msg(no_interest=True)
+            self._after_store(subject, seq, time.time_ns(), msgid, rollup, reply, stored=False)
+            return
+        try:
+            seq, ts = store.store_msg(subject, hdr or b"", payload, None, ttl or 0)
+        except (ErrMaxMsgs, ErrMaxBytes, ErrMaxMsgsPerSubject, ErrMsgTooLarge) as exc:
+            return self._respond_error(reply, error("JSStreamStoreFailedF", err=str(exc)))
+        except StoreError as exc:
+            return self._respond_error(reply, error("JSStreamStoreFailedF", err=str(exc)))
+        self._after_store(subject, seq, ts, msgid, rollup, reply, stored=True)
+        if self.rtr is not None:
+            self._republish(subject, seq, ts, hdr, payload, republish_last)
+
+    def _republish(self, subject, seq, ts, hdr, payload, last) -> None:
+        dest = self.rtr.apply(subject)
+        if not dest:
+            return
+        pairs = [(b"Nats-Stream", self.name.encode()), (b"Nats-Subject", subject.encode()),
+                 (b"Nats-Sequence", b"%d" % seq), (b"Nats-Time-Stamp", rfc3339(ts).encode()),
+                 (b"Nats-Last-Sequence", b"%d" % last)]
+        if self.cfg["republish"].get("headers_only"):
+            pairs.append((b"Nats-Msg-Size", b"%d" % len(payload)))
+            payload = b""
+        self.js.send(self.account.name, dest.encode(), None, payload,
+                     hdr=add_headers(hdr or None, pairs))
+
+    def _after_store(self, subject, seq, ts, msgid, rollup, reply, *, stored: bool) -> None:
+        self.lmsgid = msgid
+        if msgid:
+            self.ddmap[msgid] = (seq, ts)
+            self._prune_dedupe(ts)
+        if rollup and stored:
+            self.purge(subject if rollup == b"sub" else "", seq, 0)
+        self._respond(reply, self._pub_ack + b"%d}" % seq)
+        if stored:
+            for c in self.consumers.values():
+                c.on_new_msg(seq, subject)
+            self.js.arm_expiry(self)
+
+    def _check_msgid(self, msgid: str):
+        entry = self.ddmap.get(msgid)
+        if entry is None:
+            return None
+        if time.time_ns() - entry[1] > self.cfg.get("duplicate_window", 0):
+            return None
+        return entry[0]
+
+    def _prune_dedupe(self, now: int) -> None:
+        window = self.cfg.get("duplicate_window", 0)
+        dd = self.ddmap
+        while dd:
+            key = next(iter(dd))
+            if now - dd[key][1] <= window:
+                break
+            del dd[key]
+
+    def _has_interest(self, subject: str) -> bool:
+        return any(c.matches(subject) for c in self.consumers.values())
+
+    # ------------------------------------------------------------------ store events
+
+    def _on_storage_update(self, msgs: int, nbytes: int, seq: int, subject: str) -> None:
+        if msgs < 0:
+            for c in self.consumers.values():
+                c.on_removed(seq, subject)
+
+    # ------------------------------------------------------------------ operations
+
+    def purge(self, subject: str = "", seq: int = 0, keep: int = 0) -> int:
+        """Go's purgeLocked: purge the store, then move consumers past what was removed."""
+        self.touch()
+        purged = self.store.purge_ex(subject, seq, keep)
+        state = self.store.state()
+        fseq = state.first_seq
+        if subject:
+            fs = self.store.filtered_state(fseq, subject)
+            fseq = fs.first or state.last_seq + 1
+        for c in self.consumers.values():
+            if not subject or c.overlaps(subject):
+                c.on_purge(fseq)
+        return purged
+
+    def delete_msg(self, seq: int, erase: bool = True) -> bool:
+        self.touch()
+        removed = self.store.erase_msg(seq) if erase else self.store.remove_msg(seq)
+        return removed
+
+    def ack_msg(self, consumer, seq: int, subject: str | None = None) -> None:
+        """A consumer acknowledged ``seq``: interest and workqueue streams may drop it."""
+        retention = self.cfg["retention"]
+        if retention == "limits":
+            return
+        if retention == "interest":
+            if subject is None:
+                try:
+                    subject = self.store.subject_for_seq(seq)
+                except StoreError:
+                    return
+            for c in self.consumers.values():
+                if c is not consumer and c.matches(subject) and c.needs_ack(seq):
+                    return
+        self.touch()
+        self.store.remove_msg(seq)
+
+    def check_interest_all(self) -> None:
+        """An interest stream lost a consumer: drop what no remaining consumer needs."""
+        if self.cfg["retention"] == "limits":
+            return
+        state = self.store.state()
+        if not state.msgs:
+            return
+        seq = state.first_seq
+        victims = []
+        while seq <= state.last_seq:
+            try:
+                sm, seq = self.store.load_next_msg("", start=seq)
+            except StoreError:
+                break
+            needed = any(c.matches(sm.subject) and c.needs_ack(seq)
+                         for c in self.consumers.values())
+            if not needed:
+                victims.append(seq)
+            seq += 1
+        if victims:
+            self.touch()
+            for s in victims:
+                self.store.remove_msg(s)
+
+    def update_config(self, cfg: dict) -> None:
+        old = self.cfg
+        self.touch()
+        self.store.update_config(store_config(cfg), time.time_ns())
+        self.cfg = cfg
+        self._compile_transforms()
+        if old.get("subjects") != cfg.get("subjects"):
+            self.unsubscribe()
+            self.subscribe()
+        self.js.arm_expiry(self)
+
+    def expire(self) -> None:
+        now = time.time_ns()
+        self.touch()
+        sdm = self.cfg.get("subject_delete_marker_ttl") or 0
+        if not sdm:
+            self.store.expire(now)
+            return
+        # ADR-43: the last message of a subject is replaced by a delete marker (a rollup
+        # that removes it) instead of vanishing; everything else simply goes.
+        marker = (b"NATS/1.0\r\nNats-Marker-Reason: MaxAge\r\nNats-TTL: %s\r\n"
+                  b"Nats-Rollup: sub\r\n\r\n" % go_duration(sdm).encode())
+        for seq, subject, is_marker in self._due(now):
+            try:
+                last = self.store.load_last_msg(subject).seq
+            except StoreError:
+                continue
+            if last == seq and not is_marker:
+                self.process_msg(subject, None, marker, b"")
+            else:
+                self.store.remove_msg(seq)
+
+    def _due(self, now: int) -> list:
+        """Messages past max_age or their Nats-TTL (a scan: streams with markers only)."""
+        max_age = self.cfg.get("max_age", 0)
+        store = self.store
+        state = store.state()
+        due, seq = [], state.first_seq
+        while state.msgs and seq <= state.last_seq:
+            try:
+                sm, seq = store.load_next_msg("", start=seq)
+            except StoreError:
+                break
+            seq += 1
+            ttl_hdr = get_header(sm.headers, b"Nats-TTL")
+            ttl = 0
+            if ttl_hdr is not None:
+                try:
+                    ttl = parse_ttl(ttl_hdr)
+                except ValueError:
+                    ttl = 0
+            expired = (ttl > 0 and sm.ts + ttl * NS <= now) or \
+                (max_age and ttl >= 0 and sm.ts + max_age <= now)
+            if expired:
+                due.append((sm.seq, sm.subject,
+                            get_header(sm.headers, b"Nats-Marker-Reason") is not None))
+        return due
+
+    # ------------------------------------------------------------------ info
+
+    def state(self, *, deleted: bool = False, subjects_filter: str = "") -> dict:
+        st = self.store.state(deleted=deleted)
+        out = {
+            "messages": st.msgs,
+            "bytes": st.bytes,
+            "first_seq": st.first_seq,
+            "first_ts": rfc3339(st.first_ts),
+            "last_seq": st.last_seq,
+            "last_ts": rfc3339(st.last_ts),
+        }
+        if st.num_subjects:
+            out["num_subjects"] = st.num_subjects
+        if subjects_filter:
+            subjects = self.store.subjects_totals(subjects_filter)
+            if subjects:
+                out["subjects"] = subjects
+        if st.num_deleted:
+            out["num_deleted"] = st.num_deleted
+        if deleted and st.deleted:
+            out["deleted"] = list(st.deleted)
+        out["consumer_count"] = len(self.consumers)
+        return out
+
+    def info(self, **state_opts) -> dict:
+        return {
+            "config": self.cfg,
+            "created": rfc3339(self.created),
+            "state": self.state(**state_opts),
+            "ts": rfc3339(time.time_ns()),
+        }
+
+    def subject_matches(self, subject: str) -> bool:
+        return any(subject_matches(subject, s) for s in self.cfg.get("subjects") or ())
