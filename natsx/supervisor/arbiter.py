@@ -120,10 +120,16 @@ class Arbiter:
             # the same port (same user) and share its clients: a plain bind refuses a busy
             # port, as the Go server's does.
             bind_tcp(o.host, o.port).close()
-        first = bind_tcp(o.host, o.port, reuse_port=n > 1)
+        shared = os.environ.get("NATSX_ACCEPT") == "shared"
+        first = bind_tcp(o.host, o.port, reuse_port=n > 1 and not shared)
         o.port = first.getsockname()[1]
-        self.client_listeners = [first] + [bind_tcp(o.host, o.port, reuse_port=True)
-                                           for _ in range(n - 1)]
+        if shared:
+            # One accept socket for every worker: kept to measure against SO_REUSEPORT
+            # (docs/architecture.md has the figures).
+            self.client_listeners = [first] * n
+        else:
+            self.client_listeners = [first] + [bind_tcp(o.host, o.port, reuse_port=True)
+                                               for _ in range(n - 1)]
         self.client_listener = first
         self.http_listener = None
         if o.http_port:
@@ -208,7 +214,7 @@ class Arbiter:
             if i != index:
                 w.close()
         for i, listener in enumerate(self.client_listeners):
-            if i != index:
+            if i != index and listener is not self.client_listeners[index]:
                 listener.close()
         if self.http_listener:
             self.http_listener.close()
