@@ -264,7 +264,7 @@ def test_permission_subjects_are_validated(conf, subjects, reason):
 @pytest.mark.parametrize("key, feature", [
     ("tls", "TLS"), ("cluster", "clustering"), ("gateway", "gateways"),
     ("leafnodes", "leaf nodes"), ("websocket", "WebSocket"), ("mqtt", "MQTT"),
-    ("jetstream", "JetStream"), ("operator", "operator (JWT) mode"),
+    ("default_js_domain", "JetStream domains"), ("operator", "operator (JWT) mode"),
     ("resolver", "operator (JWT) mode"), ("no_system_account", "disabling the system account"),
     ("mappings", "subject mappings"), ("syslog", "syslog"), ("https_port", "HTTPS monitoring"),
 ])
@@ -273,6 +273,20 @@ def test_features_natsx_lacks_are_refused_with_their_position(conf, key, feature
                 else f"port: 4333\n{key}: 1\n")
     assert errors_of(path) == [f"{path}:2:1: {key}: {feature} is not supported by this "
                                "natsx build yet"]
+
+
+def test_jetstream_block_sets_store_dir(conf):
+    path = conf('jetstream {\n  store_dir: "/data/js"\n}\n')
+    opts, _warnings = load_options(path)
+    assert (opts.jetstream, opts.store_dir) == (True, "/data/js")
+    opts, _warnings = load_options(conf("jetstream: disabled\n"))
+    assert opts.jetstream is False
+
+
+def test_jetstream_limits_not_applied_yet_are_refused(conf):
+    path = conf('jetstream {\n  store_dir: "/data/js"\n  max_memory_store: 1GB\n}\n')
+    assert errors_of(path) == [f'{path}:3:3: jetstream option "max_memory_store" is not '
+                               "supported by this natsx build yet"]
 
 
 def test_auth_callout_is_refused_inside_authorization(conf):

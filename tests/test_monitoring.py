@@ -161,8 +161,13 @@ def test_connection_entries_have_every_go_key(pair):
         for g, n in zip(sorted(go, key=_name), sorted(natsx, key=_name)):
             assert [k for k in g if k not in n] == [], path
             for key in ("kind", "type", "subscriptions", "name", "lang", "in_msgs",
-                        "out_msgs", "in_bytes", "out_bytes", "reason"):
+                        "out_msgs", "in_bytes", "out_bytes"):
                 assert n.get(key) == g.get(key), (path, key)
+            # A client closing with unread bytes resets the socket: both servers then say
+            # "Read Error" instead of "Client Closed", depending on timing, not on the server.
+            closed_alike = {"Client Closed", "Read Error"}
+            assert (n.get("reason") == g.get("reason")
+                    or {n.get("reason"), g.get("reason")} <= closed_alike), path
             if "subscriptions_list_detail" in g:
                 def strip(c):
                     return sorted((s["subject"], s["sid"], s["msgs"])

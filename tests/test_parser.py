@@ -343,3 +343,26 @@ def test_large_payloads_read_in_fixed_chunks(pure, sizes, chunk):
     for i, n in enumerate(sizes):
         expected += [(core.EV_PUB, b"big.%d" % i, None, None, bytes([i % 251]) * n), (core.EV_PING,)]
     assert got == expected
+
+
+def test_route_matches_one_subject_and_shows_another(core, sublist_mod):
+    # JetStream deliveries: matched on the inbox, delivered with the message's own subject.
+    router, sl = routed(core, sublist_mod)
+    server = make_client(core, router, sl, 0, internal=True)
+    inbox = make_client(core, router, sl, 1)
+    subscribe(sublist_mod, sl, inbox, b"_INBOX.x", b"4")
+    assert server.route(b"_INBOX.x", b"$JS.ACK.S.C.1.1.1.0.0", b"NATS/1.0\r\n\r\n", b"hi",
+                        b"orders.new")
+    assert inbox.take_output() == (b"HMSG orders.new 4 $JS.ACK.S.C.1.1.1.0.0 12 14\r\n"
+                                   b"NATS/1.0\r\n\r\nhi\r\n")
+    assert not server.route(b"nobody", None, None, b"x")
+
+
+def test_route_reserved_replies_only_for_internal_clients(core, sublist_mod):
+    router, sl = routed(core, sublist_mod)
+    client = make_client(core, router, sl, 1)
+    sink = make_client(core, router, sl, 2)
+    subscribe(sublist_mod, sl, sink, b"foo", b"1")
+    assert not client.route(b"foo", b"$JS.ACK.S.C.1.1.1.0.0", None, b"x")
+    assert b"Permissions Violation for Publish with Reply" in client.take_output()
+    assert sink.take_output() == b""

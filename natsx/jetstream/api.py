@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from natsx.jetstream import consumer as consumer_mod
 from natsx.jetstream import stream as stream_mod
 from natsx.jetstream.errors import ApiError, error
-from natsx.jetstream.util import (get_header, rfc3339, subjects_collide)
+from natsx.jetstream.util import add_headers, parse_rfc3339, rfc3339, subjects_collide
 from natsx.storage import StoreError
 
 if TYPE_CHECKING:
@@ -112,8 +112,6 @@ def stream_create(account, tokens, reply, hdr, payload):
     if cfg.get("mirror_direct") and not cfg.get("mirror"):
         raise error("JSStreamInvalidConfigF",
                     err="stream has no mirror but does have mirror direct")
-    if cfg.get("mirror") or cfg.get("sources"):
-        raise error("JSStreamCreateErrF", err="stream mirrors and sources are not supported yet")
     cfg = stream_mod.check_config(cfg, pedantic=pedantic, others=_others(account, name),
                                   limits=account.limits)
     existing = account.streams.get(name)
@@ -225,7 +223,7 @@ def msg_delete(account, tokens, reply, hdr, payload):
     seq = req.get("seq", 0) or 0
     removed = stream.delete_msg(seq, erase=not req.get("no_erase"))
     if not removed:
-        raise error("JSStreamMsgDeleteFailedF", err=f"no message found")
+        raise error("JSStreamMsgDeleteFailedF", err="no message found")
     return "stream_msg_delete_response", {"success": True}
 
 
@@ -308,8 +306,6 @@ def direct_get(stream, subject: bytes, reply, hdr, payload: bytes) -> None:
         seq += 1
         pairs = [(b"Nats-Stream", name), (b"Nats-Subject", sm.subject.encode("utf-8", "surrogateescape")),
                  (b"Nats-Sequence", b"%d" % sm.seq), (b"Nats-Time-Stamp", rfc3339(sm.ts).encode())]
-        from natsx.jetstream.util import add_headers
-
         js.send(acc, reply, None, sm.payload, hdr=add_headers(sm.headers or None, pairs))
         sent += 1
 
@@ -417,8 +413,6 @@ def consumer_pause(account, tokens, reply, hdr, payload):
     stream = _stream(account, tokens[4])
     c = _consumer(stream, tokens[5])
     until = req.get("pause_until") or ""
-    from natsx.jetstream.util import parse_rfc3339
-
     try:
         until_ns = parse_rfc3339(until) if until else 0
     except ValueError:
@@ -492,7 +486,6 @@ def dispatch(account: "Account", subject: bytes, reply, hdr, payload: bytes) -> 
     handler = _handler(tokens)
     if handler is None:
         return
-    account.api_total += 1
     if handler is not_clustered:
         rtype = _STEPDOWN_TYPES[tokens[2]]
         if tokens[3] == "PEER":
@@ -508,5 +501,7 @@ def dispatch(account: "Account", subject: bytes, reply, hdr, payload: bytes) -> 
         response = {"type": T + rtype, "error": exc.to_json()}
         if handler in _PAGED:
             response.update(_PAGED_ERROR)
+    # Counted as the response goes out (Go: sendAPIResponse), so INFO does not count itself.
+    account.api_total += 1
     if reply:
         account.js.send(account.name, reply, None, _dumps(response))

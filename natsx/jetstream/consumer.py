@@ -24,7 +24,6 @@ pull request expiry and heartbeats, push idle heartbeats and ``inactive_threshol
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import deque
 from typing import TYPE_CHECKING
@@ -32,9 +31,9 @@ from typing import TYPE_CHECKING
 from natsx.jetstream.errors import ApiError, error
 from natsx.jetstream.util import (NS, add_headers, go_duration, is_subset_match, is_valid_name,
                                   is_valid_subject, is_literal, parse_go_duration,
-                                  parse_rfc3339, rfc3339, status_headers, subject_matches,
-                                  subjects_collide)
-from natsx.storage import ConsumerStoreConfig, StoreError
+                                  parse_rfc3339, random_id, rfc3339, status_headers,
+                                  subject_matches, subjects_collide)
+from natsx.storage import ConsumerState, ConsumerStoreConfig, Pending, SequencePair, StoreError
 
 if TYPE_CHECKING:
     from natsx.jetstream.stream import Stream
@@ -358,8 +357,7 @@ def check_update(old: dict, new: dict, has_interest) -> None:
 
 
 def new_consumer_name() -> str:
-    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-    return "".join(alphabet[b % 62] for b in os.urandom(8))
+    return random_id(8)
 
 
 class PullRequest:
@@ -621,8 +619,6 @@ class Consumer:
             self.signal()
 
     def _write_state(self) -> None:
-        from natsx.storage import ConsumerState, Pending, SequencePair
-
         state = ConsumerState(SequencePair(self.dseq - 1, self.sseq - 1),
                               SequencePair(self.adflr, self.asflr),
                               {s: Pending(p[0], p[1]) for s, p in self.pending.items()},
@@ -842,8 +838,9 @@ class Consumer:
 
     # ------------------------------------------------------------------ pull requests
 
-    def process_next_request(self, reply: bytes, payload: bytes) -> None:
-        """Go's processNextMsgRequest."""
+    def process_next_request(self, reply: bytes, payload: bytes,
+                             received: float | None = None) -> None:
+        """Go's processNextMsgRequest. ``received``: when it was read (monotonic)."""
         if not reply:
             return
         send = self.js.send
@@ -881,8 +878,10 @@ class Consumer:
             if not hb:
                 send_err(409, "Exceeded MaxWaiting")
             return
-        now = time.monotonic()
-        wr = PullRequest(reply, batch, max_bytes, now + expires if expires else 0.0, no_wait, hb)
+        # Expiry counts from when the request was read, as in Go: counting from now would
+        # add our processing delay and keep a request alive after its fetch gave up.
+        start = received if received is not None else time.monotonic()
+        wr = PullRequest(reply, batch, max_bytes, start + expires if expires else 0.0, no_wait, hb)
         self.waiting.append(wr)
         self.signal()
 
@@ -1012,9 +1011,8 @@ class Consumer:
         return False
 
     def _send_flow_control(self) -> None:
-        alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-        rnd = bytes(alphabet[b % 62] for b in os.urandom(4))
-        reply = b"$JS.FC.%s.%s.%s" % (self.stream.name.encode(), self.name.encode(), rnd)
+        reply = b"$JS.FC.%s.%s.%s" % (self.stream.name.encode(), self.name.encode(),
+                                     random_id(4).encode())
         self.fcsz, self.fcid = self.pbytes, reply
         self.js.send(self.account_name, self.cfg["deliver_subject"].encode(), reply, b"",
                      hdr=b"NATS/1.0 100 FlowControl Request\r\n\r\n")

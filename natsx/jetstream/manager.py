@@ -15,9 +15,12 @@ Theory of operation
   recovers every stream and consumer on start;
 * the batch machinery. Every internal handler (stream capture, API, acks) runs after a read
   batch; what it wants to send goes to ``outbox`` and the streams it wrote to are in
-  ``dirty``. ``flush`` (a worker batch hook) first lets signalled consumers deliver, then
-  commits each dirty stream's transaction — one fsync per stream per batch, so everything
-  a batch stored is acknowledged by a single sync — and only then routes the outbox;
+  ``dirty``. ``flush`` (a worker batch hook) first lets signalled consumers deliver. When
+  nothing was written it routes the outbox at once; otherwise it wakes the committer task,
+  which trio runs after every reader that was ready in the same scheduling round: it
+  commits each dirty stream's transaction — one fsync per stream for everything that
+  arrived on every connection meanwhile (group commit) — and only then routes the outbox,
+  in order, so no PubAck, delivery or API answer leaves before what it reports is on disk;
 * a timer wheel (``call_later``/``call_at``) served by one trio task; each expiry runs as a
   batch of its own (``Server.run_batch``), so its output is committed and flushed the same way.
 """
@@ -36,14 +39,14 @@ from itertools import count
 import trio
 
 from natsx.jetstream import api
-from natsx.jetstream.consumer import (DELETE_WAIT_DEFAULT, Consumer, check_config as
-                                      check_consumer_config, check_update as
-                                      check_consumer_update, decode_config as
-                                      decode_consumer_config, new_consumer_name, ordered as
-                                      ordered_consumer, set_defaults, filters_of)
+from natsx.jetstream.consumer import (DELETE_WAIT_DEFAULT, Consumer, filters_of,
+                                      new_consumer_name, set_defaults)
+from natsx.jetstream.consumer import check_config as check_consumer_config
+from natsx.jetstream.consumer import check_update as check_consumer_update
+from natsx.jetstream.consumer import ordered as ordered_consumer
 from natsx.jetstream.errors import error
 from natsx.jetstream.stream import Stream, store_config
-from natsx.jetstream.util import subject_matches, subjects_collide
+from natsx.jetstream.util import random_id, rfc3339, subject_matches, subjects_collide
 from natsx.storage import LmdbStore, MemStore
 
 log = logging.getLogger("natsx")
@@ -194,6 +197,7 @@ class Account:
         self.api_total = 0
         self.api_errors = 0
         self.api_subs: list = []
+        self._feeds_by_origin: dict | None = None
 
     def usage(self, storage: str) -> int:
         return sum(s.store.state().bytes for s in self.streams.values()
@@ -226,13 +230,43 @@ class Account:
         stream.subscribe()
         self.js.subscribe_direct(stream)
         self.js.arm_expiry(stream)
+        self._start_feeds(stream)
+        # Streams that source from this one may have been waiting for it.
+        for feed in self.feeds_from(stream.name):
+            feed.signal()
         return stream
+
+    def _start_feeds(self, stream: Stream) -> None:
+        from natsx.jetstream.sourcing import Feed
+
+        for feed in stream.feeds:
+            feed.closed = True
+        cfg = stream.cfg
+        specs = [(cfg["mirror"], True)] if cfg.get("mirror") else \
+            [(spec, False) for spec in cfg.get("sources") or []]
+        stream.feeds = [Feed(stream, spec, mirror) for spec, mirror in specs]
+        self._feeds_by_origin = None
+        for feed in stream.feeds:
+            feed.signal()
+
+    def feeds_from(self, origin: str) -> list:
+        """The feeds reading from ``origin`` (an index rebuilt when feeds change)."""
+        index = self._feeds_by_origin
+        if index is None:
+            index = self._feeds_by_origin = {}
+            for s in self.streams.values():
+                for f in s.feeds:
+                    index.setdefault(f.origin, []).append(f)
+        return index.get(origin, ())
 
     def update_stream(self, stream: Stream, cfg: dict) -> None:
         write_meta(os.path.join(self.stream_dir(stream.name), "meta.inf"),
                    {"config": cfg, "created": stream.created})
         allow_direct = stream.cfg.get("allow_direct")
+        old = stream.cfg
         stream.update_config(cfg)
+        if old.get("mirror") != cfg.get("mirror") or old.get("sources") != cfg.get("sources"):
+            self._start_feeds(stream)
         if allow_direct != cfg.get("allow_direct"):
             self.js.unsubscribe_direct(stream)
             self.js.subscribe_direct(stream)
@@ -243,6 +277,9 @@ class Account:
         for name in list(stream.consumers):
             self.delete_consumer(stream, name, remove_files=False)
         stream.closed = True
+        for feed in stream.feeds:
+            feed.closed = True
+        self._feeds_by_origin = None
         stream.unsubscribe()
         self.js.unsubscribe_direct(stream)
         if stream.dirty:
@@ -336,7 +373,7 @@ class Account:
             js.server.internal_subscribe(acc, b"$JS.ACK.%s.%s.*.*.*.*.*" % (sname, name.encode()),
                                          lambda s, r, h, p, pub, c=consumer: js.on_ack(c, s, r, p)),
             js.server.internal_subscribe(acc, b"$JS.API.CONSUMER.MSG.NEXT.%s.%s" % (sname, name.encode()),
-                                         lambda s, r, h, p, pub, c=consumer: js.on_next(c, r, h, p)),
+                                         lambda s, r, h, p, pub, c=consumer: js.on_next(c, r, p, pub)),
             js.server.internal_subscribe(acc, b"$JS.FC.%s.%s.*" % (sname, name.encode()),
                                          lambda s, r, h, p, pub, c=consumer: c.process_flow_control(s)),
         ]
@@ -431,6 +468,7 @@ class JetStream:
         self.dirty: list = []
         self.signaled: list = []
         self.timers = Timers(server)
+        self._commit_wakeup: trio.Event | None = None
         self.domain = ""
         self.direct_subs: dict = {}
 
@@ -439,10 +477,12 @@ class JetStream:
     def start(self, nursery) -> None:
         os.makedirs(self.store_dir, exist_ok=True)
         log.info("Starting JetStream")
-        log.info("  Store Directory: %r", self.store_dir)
+        log.info('  Store Directory: "%s"', self.store_dir)
         self.server.batch_hooks.append(self.flush)
         self.server.sub_hooks.append(self.on_sub)
         nursery.start_soon(self.timers.run)
+        self._commit_wakeup = trio.Event()
+        nursery.start_soon(self._committer)
         self.server.run_batch(self._enable, "$G")
 
     def _enable(self, name: str) -> Account:
@@ -456,6 +496,7 @@ class JetStream:
         return account
 
     def stop(self) -> None:
+        self._commit_wakeup = None
         try:
             self.flush()
         except Exception:
@@ -484,6 +525,20 @@ class JetStream:
                     consumer.deliver()
                 except Exception:
                     log.exception("JetStream: delivery for consumer %r failed", consumer.name)
+        if self.dirty and self._commit_wakeup is not None and \
+                trio.lowlevel.current_statistics().tasks_runnable:
+            # Other tasks (readers) are ready to run in this round: commit after them.
+            self._commit_wakeup.set()
+            return
+        self._commit_and_send()
+
+    async def _committer(self) -> None:
+        while True:
+            await self._commit_wakeup.wait()
+            self._commit_wakeup = trio.Event()
+            self.server.run_batch(self._commit_and_send)
+
+    def _commit_and_send(self) -> None:
         dirty, self.dirty = self.dirty, []
         for stream in dirty:
             try:
@@ -549,10 +604,16 @@ class JetStream:
         toks = subject.split(b".")
         consumer.process_ack(toks[4:9], reply, payload)
 
-    def on_next(self, consumer: Consumer, reply, hdr, payload: bytes) -> None:
+    def on_next(self, consumer: Consumer, reply, payload: bytes, publisher) -> None:
         if consumer.closed or not reply:
             return
-        consumer.process_next_request(reply, payload or b"")
+        # When the request was read off its connection (this batch started then).
+        conn = getattr(publisher, "conn", None)
+        read_at = getattr(conn, "last_activity", None)
+        received = None
+        if isinstance(read_at, float):
+            received = time.monotonic() - max(time.time() - read_at, 0.0)
+        consumer.process_next_request(reply, payload or b"", received)
 
     def subscribe_direct(self, stream: Stream) -> None:
         if not stream.cfg.get("allow_direct"):
@@ -574,9 +635,7 @@ class JetStream:
         acc = consumer.account_name
         if not self.has_interest(acc, subject):
             return
-        from natsx.jetstream.util import rfc3339
-
-        body = {"type": event.pop("type"), "id": new_consumer_name() * 2 + "ABCDEF",
+        body = {"type": event.pop("type"), "id": random_id(22),
                 "timestamp": rfc3339(time.time_ns())}
         body.update(event)
         if self.domain:

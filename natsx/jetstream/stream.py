@@ -207,6 +207,10 @@ def check_config(raw: dict, *, pedantic: bool = False, others=(), limits=None) -
         raise _invalid("async persist mode is only supported on file storage")
 
     mirror = cfg.get("mirror")
+    if mirror or cfg.get("sources"):
+        from natsx.jetstream import sourcing
+
+        sourcing.validate(cfg, error)
     if mirror:
         if cfg.get("first_seq"):
             raise error("JSMirrorWithFirstSeqErr")
@@ -352,6 +356,7 @@ class Stream:
         self.ddmap: dict[str, tuple[int, int]] = {}   # msg id -> (seq, ts), oldest first
         self.lmsgid = ""
         self.expiry_timer = None
+        self.feeds: list = []           # mirror/sources copying into this stream
         self._pub_ack = b'{"stream":%s,"seq":' % json.dumps(self.name).encode()
         self._compile_transforms()
         store.register_storage_updates(self._on_storage_update)
@@ -552,9 +557,24 @@ class Stream:
             self.purge(subject if rollup == b"sub" else "", seq, 0)
         self._respond(reply, self._pub_ack + b"%d}" % seq)
         if stored:
-            for c in self.consumers.values():
-                c.on_new_msg(seq, subject)
-            self.js.arm_expiry(self)
+            self.notify_stored(seq, subject)
+
+    def notify_stored(self, seq: int, subject: str) -> None:
+        """A message was stored: wake the consumers and the streams sourcing from us."""
+        for c in self.consumers.values():
+            c.on_new_msg(seq, subject)
+        for feed in self.account.feeds_from(self.name):
+            feed.signal()
+        self.js.arm_expiry(self)
+
+    def store_sourced(self, subject: str, hdr: bytes, payload: bytes) -> None:
+        """Append a message copied from a source stream (natsx.jetstream.sourcing)."""
+        self.touch()
+        try:
+            seq, _ts = self.store.store_msg(subject, hdr, payload)
+        except StoreError:
+            return
+        self.notify_stored(seq, subject)
 
     def _check_msgid(self, msgid: str):
         entry = self.ddmap.get(msgid)
@@ -729,12 +749,17 @@ class Stream:
         return out
 
     def info(self, **state_opts) -> dict:
-        return {
+        out = {
             "config": self.cfg,
             "created": rfc3339(self.created),
             "state": self.state(**state_opts),
-            "ts": rfc3339(time.time_ns()),
         }
+        if self.cfg.get("mirror"):
+            out["mirror"] = next((f.info() for f in self.feeds if f.mirror), None)
+        elif self.feeds:
+            out["sources"] = [f.info() for f in self.feeds]
+        out["ts"] = rfc3339(time.time_ns())
+        return out
 
     def subject_matches(self, subject: str) -> bool:
         return any(subject_matches(subject, s) for s in self.cfg.get("subjects") or ())

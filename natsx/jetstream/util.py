@@ -8,6 +8,7 @@ for the zero time); durations are integer nanoseconds. Header lookups follow Go'
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import re
 
 NS = 1_000_000_000
@@ -103,6 +104,14 @@ def go_duration(ns: int) -> str:
 def _trim(x: float) -> str:
     text = ("%.9f" % x).rstrip("0").rstrip(".")
     return text or "0"
+
+
+_ALPHANUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def random_id(n: int) -> str:
+    """``n`` random base-62 characters (consumer names: 8, event ids: 22 like a NUID)."""
+    return "".join(_ALPHANUM[b % 62] for b in os.urandom(n))
 
 
 # ---------------------------------------------------------------------------------- headers

@@ -186,7 +186,7 @@ for _feature, _keys in {
     "leaf nodes": "leaf leafnodes",
     "WebSocket": "websocket ws",
     "MQTT": "mqtt",
-    "JetStream": "jetstream store_dir storedir default_js_domain",
+    "JetStream domains": "default_js_domain",
     "subject mappings": "mappings maps",
     "operator (JWT) mode": ("operator operators roots root root_operators root_operator resolver "
                             "account_resolver accounts_resolver resolver_tls resolver_preload "
@@ -301,6 +301,47 @@ def _server_name(p: _Processor, key, tk, v) -> None:
     if " " in name:
         raise _Fail(tk, "server name cannot contain spaces")
     p.values["server_name"] = name
+
+
+# Keys of Go's jetstream block (parseJetStream) that natsx does not apply yet: refused with a
+# clear error rather than accepted and ignored.
+_JS_NOT_YET = frozenset(("max_memory_store", "max_mem_store", "max_mem", "max_file_store",
+                         "max_file", "sync_interval", "sync_always", "max_buffered_msgs",
+                         "max_buffered_size", "max_outstanding_catchup", "max_ack_pending",
+                         "request_queue_limit", "unique_tag", "cipher", "compress_ok",
+                         "strict", "limits", "tpm", "extension_hint"))
+
+
+def _jetstream(p: _Processor, key, tk, v) -> None:
+    """``jetstream: true|"enabled"|{store_dir, ...}`` (Go: parseJetStream)."""
+    if isinstance(v, bool):
+        p.values["jetstream"] = v
+        return
+    if isinstance(v, str):
+        low = v.lower()
+        if low in ("enabled", "enable", "true", "yes", "on"):
+            p.values["jetstream"] = True
+        elif low in ("disabled", "disable", "false", "no", "off"):
+            p.values["jetstream"] = False
+        else:
+            raise _Fail(tk, f"Expected 'enabled' or 'disabled' for string value, got '{v}'")
+        return
+    block = _map(tk, v)
+    enabled = True
+    for k, raw in block.items():
+        ktk, kv = _split(raw)
+        name = k.lower()
+        if name in ("store", "store_dir", "storedir"):
+            p.values["store_dir"] = _str(ktk, kv)
+        elif name == "enabled":
+            enabled = _bool(ktk, kv)
+        elif name == "domain":
+            p.error(ktk, "JetStream domains are not supported by this natsx build yet")
+        elif name in _JS_NOT_YET:
+            p.error(ktk, f'jetstream option "{k}" is not supported by this natsx build yet')
+        else:
+            p.error(ktk, f'Unknown field "{k}" parsing jetstream')
+    p.values["jetstream"] = enabled
 
 
 def _trace_level(p: _Processor, key, tk, v) -> None:
@@ -877,6 +918,9 @@ _TOP: dict[str, Callable] = {
     "no_header_support": _setter("no_header_support", _bool),
     "max_closed_clients": _setter("max_closed_clients", _int),
     "server_tags": _server_tags,
+    "jetstream": _jetstream,
+    "store_dir": _setter("store_dir", _str),
+    "storedir": _setter("store_dir", _str),
 }
 
 

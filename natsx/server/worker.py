@@ -365,6 +365,7 @@ class Server:
         if client is None:
             core = self.new_client_core(0)
             core.sublist = self.sublist_for(name)
+            core.account = self.accounts.get(name.decode(), core.account)
             core.account_name = name
             client = self.internal_clients[name] = InternalClient(self, name, core)
         return client
