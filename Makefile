@@ -26,7 +26,7 @@ build: $(BUILT)
 
 run: build
 	mkdir -p data
-	$(BIN)/natsx -p $(PORT) -m $(HTTP_PORT)
+	$(BIN)/natsx -p $(PORT) -m $(HTTP_PORT) -js -sd ./data
 
 # Every test of a hot-path module runs on both twins inside one pytest run (a parametrized
 # fixture); the server black-box tests run once with the compiled twins and once with
