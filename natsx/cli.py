@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from natsx import SERVER_VERSION, __version__
 from natsx.server.options import Options
@@ -24,6 +25,7 @@ Server Options:
         --server_name <server_name>  Server name (default: auto)
     -P, --pid <file>                 File to store PID
     -m, --http_port <port>           Use port for http monitoring
+    -ms,--https_port <port>          Use port for https monitoring
     -c, --config <file>              Configuration file
     -t                               Test configuration and exit
     -sl,--signal <signal>[=<pid>]    Send signal to nats-server process (ldm, stop, quit, term, reopen, reload)
@@ -35,16 +37,26 @@ Server Options:
 Logging Options:
     -l, --log <file>                 File to redirect log output
     -T, --logtime                    Timestamp log entries (default: true)
+    -s, --syslog                     Log to syslog or windows event log
+    -r, --remote_syslog <addr>       Syslog server addr (udp://localhost:514)
     -D, --debug                      Enable debugging output
     -V, --trace                      Trace the raw protocol
     -VV                              Verbose trace (traces system account as well)
     -DV                              Debug and trace
     -DVV                             Debug and verbose trace (traces system account as well)
+        --log_size_limit <limit>     Logfile size limit (default: auto)
 
 Authorization Options:
         --user <user>                User required for connections
         --pass <password>            Password required for connections
         --auth <token>               Authorization token required for connections
+
+TLS Options:
+        --tls                        Enable TLS, do not verify clients (default: false)
+        --tlscert <file>             Server certificate file
+        --tlskey <file>              Private key for server certificate
+        --tlsverify                  Enable TLS, verify client certificates
+        --tlscacert <file>           Client certificate CA for verification
 
 JetStream Options:
     -js, --jetstream                 Enable JetStream functionality
@@ -69,11 +81,15 @@ _flag(["p", "port"], "port", "int")
 _flag(["n", "name", "server_name"], "server_name", "str")
 _flag(["P", "pid"], "pid_file", "str")
 _flag(["m", "http_port"], "http_port", "int")
+_flag(["ms", "https_port"], "https_port", "int")
 _flag(["c", "config"], "config_file", "str")
 _flag(["client_advertise"], "client_advertise", "str")
 _flag(["ports_file_dir"], "ports_file_dir", "str")
 _flag(["workers"], "workers", "int")
 _flag(["l", "log"], "log_file", "str")
+_flag(["log_size_limit"], "log_size_limit", "int")
+_flag(["s", "syslog"], "syslog", "bool")
+_flag(["r", "remote_syslog"], "remote_syslog", "str")
 _flag(["T", "logtime"], "logtime", "bool")
 _flag(["D", "debug"], "debug", "bool")
 _flag(["V", "trace"], "trace", "bool")
@@ -90,19 +106,21 @@ _flag(["sl", "signal"], "signal", "command")
 _flag(["http_base_path"], "http_base_path", "str")
 _flag(["js", "jetstream"], "jetstream", "bool")
 _flag(["sd", "store_dir"], "store_dir", "str")
+_flag(["tls"], "tls", "bool")
+_flag(["tlsverify"], "tls_verify", "bool")
+_flag(["tlscert"], "tls_cert", "str")
+_flag(["tlskey"], "tls_key", "str")
+_flag(["tlscacert"], "tls_ca_cert", "str")
 
 # Flags of the Go server whose features come with later work: refused, never ignored.
 _NOT_YET = {
-    "ms": "HTTPS monitoring", "https_port": "HTTPS monitoring",
-    "s": "syslog", "syslog": "syslog", "r": "remote syslog", "remote_syslog": "remote syslog",
-    "log_size_limit": "log size limits", "max_traced_msg_len": "trace length limits",
-    "tls": "TLS", "tlscert": "TLS", "tlskey": "TLS", "tlsverify": "TLS", "tlscacert": "TLS",
     "routes": "clustering", "cluster": "clustering", "cluster_name": "clustering",
     "no_advertise": "clustering", "cluster_advertise": "clustering",
     "connect_retries": "clustering", "cluster_listen": "clustering",
-    "profile": "profiling", "help_tls": "TLS",
+    "profile": "profiling", "help_tls": "TLS help",
+    "max_traced_msg_len": "trace length limits",
 }
-_NOT_YET_BOOL = {"tls", "tlsverify", "s", "syslog", "help_tls"}
+_NOT_YET_BOOL = {"help_tls"}
 
 _TRUE = ("1", "t", "T", "true", "TRUE", "True")
 _FALSE = ("0", "f", "F", "false", "FALSE", "False")
@@ -300,8 +318,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
 
-    from natsx.server.config_options import (ConfigProcessError, load_options,
-                                             validate_options)
+    from natsx.server.config_options import (ConfigProcessError, apply_tls_flags,
+                                             load_options, validate_options)
+    from natsx.server.tls import TLS_TIMEOUT
 
     if opts.config_file:
         try:
@@ -322,6 +341,16 @@ def main(argv: list[str] | None = None) -> int:
         print("nats-server: must specify [-c, --config] option to check configuration file "
               "syntax", file=sys.stderr)
         return 1
+    else:
+        try:
+            apply_tls_flags(opts)
+        except ConfigProcessError as exc:
+            print(f"nats-server: {exc.errors[0]}", file=sys.stderr)
+            return 1
+        if opts.tls_timeout == 0:
+            opts.tls_timeout = TLS_TIMEOUT
+        if opts.tls_config is not None:
+            opts.auth_timeout = opts.tls_timeout + 1.0   # Go: getDefaultAuthTimeout
     try:
         validate_options(opts)
     except ConfigProcessError as exc:
@@ -332,21 +361,31 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     from natsx import logs
-    from natsx.supervisor.arbiter import Arbiter
+    from natsx.supervisor.arbiter import Arbiter, MonitorConfigError
 
-    logs.setup(debug=opts.debug, trace=opts.trace, logtime=opts.logtime, log_file=opts.log_file,
-               logtime_utc=opts.logtime_utc)
-    if opts.jetstream and opts.workers > 1:
-        # Streams live in one worker until the others forward $JS.API and stream publishes
-        # to it; until then JetStream runs the whole server in one worker.
-        import logging
-
-        logging.getLogger("natsx").warning(
-            "JetStream runs on a single worker for now: --workers %d reduced to 1",
-            opts.workers)
-        opts.workers = 1
+    try:
+        logs.setup(debug=opts.debug, trace=opts.trace, logtime=opts.logtime,
+                   log_file=opts.log_file, logtime_utc=opts.logtime_utc, syslog=opts.syslog,
+                   remote_syslog=opts.remote_syslog, log_size_limit=opts.log_size_limit,
+                   log_max_num=opts.log_max_num)
+    except ValueError as exc:
+        print(time.strftime("%Y/%m/%d %H:%M:%S"), exc, file=sys.stderr)
+        return 1
+    except OSError as exc:
+        # Go's log.Fatalf texts (logger/log.go, logger/syslog.go).
+        if opts.log_file:
+            why = f"error opening file: open {opts.log_file}: {(exc.strerror or str(exc)).lower()}"
+        else:
+            why = 'error connecting to syslog: "%s"' % exc
+        print(time.strftime("%Y/%m/%d %H:%M:%S"), why, file=sys.stderr)
+        return 1
     try:
         return Arbiter(opts, program).run()
+    except MonitorConfigError as exc:
+        import logging
+
+        logging.getLogger("natsx").critical("Can't start monitoring: %s", exc)
+        return 1
     except OSError as exc:
         import logging
 

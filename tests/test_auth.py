@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
@@ -24,6 +22,7 @@ import nats
 import pytest
 
 from conftest import GO_SERVER, NATSX, RunningServer, free_port
+from helpers import Wire, err, msg
 from natsx.auth.nkeys import PREFIX_BYTE_USER, KeyPair
 
 pytestmark = pytest.mark.server
@@ -53,108 +52,7 @@ authorization {{
 
 # ---------------------------------------------------------------------------- helpers
 
-def _split_frame(buf: bytes) -> bytes | None:
-    nl = buf.find(b"\n")
-    if nl < 0:
-        return None
-    line = buf[:nl + 1]
-    if line.startswith((b"MSG ", b"HMSG ")):
-        end = nl + 1 + int(line.split()[-1]) + 2
-        return buf[:end] if len(buf) >= end else None
-    return line
-
-
-class Wire:
-    """A raw client: reads the INFO, then frame by frame; the server's PINGs are answered."""
-
-    def __init__(self, port: int, connect: dict | None = None, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.timeout = timeout
-        self.buf = b""
-        self.eof = False
-        line = self.frame()
-        assert line and line.startswith(b"INFO "), line
-        self.info = json.loads(line[5:])
-        if connect is not None:
-            self.connect(connect)
-
-    def connect(self, opts: dict) -> "Wire":
-        return self.send(b"CONNECT " + json.dumps({"verbose": False, **opts}).encode() + b"\r\n")
-
-    def send(self, data: bytes) -> "Wire":
-        try:
-            self.sock.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        return self
-
-    def frame(self, timeout: float | None = None) -> bytes | None:
-        deadline = time.monotonic() + (timeout or self.timeout)
-        while True:
-            f = _split_frame(self.buf)
-            if f is not None:
-                self.buf = self.buf[len(f):]
-                return f
-            if self.eof:
-                return None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no complete frame; buffered {self.buf[:200]!r}")
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(1 << 16)
-            except (ConnectionResetError, BrokenPipeError):
-                chunk = b""
-            except socket.timeout:
-                continue
-            if not chunk:
-                self.eof = True
-            self.buf += chunk
-
-    def _until(self, stop, timeout) -> list[bytes]:
-        out = []
-        deadline = time.monotonic() + (timeout or self.timeout)
-        while True:
-            f = self.frame(max(deadline - time.monotonic(), 0.001))
-            if f is None or stop(f):
-                return out
-            if f == b"PING\r\n":
-                self.send(b"PONG\r\n")
-                continue
-            out.append(f)
-
-    def sync(self, timeout: float | None = None) -> list[bytes]:
-        """Sends PING; the frames before the PONG. Fails if the server closed."""
-        self.send(b"PING\r\n")
-        out = self._until(lambda f: f == b"PONG\r\n", timeout)
-        assert not self.eof, f"connection closed; got {out!r}"
-        return out
-
-    def frames(self, n: int, timeout: float | None = None) -> list[bytes]:
-        """The next ``n`` frames (the server's PINGs answered and left out)."""
-        out: list[bytes] = []
-        self._until(lambda f: f != b"PING\r\n" and (out.append(f) or len(out) == n), timeout)
-        return out
-
-    def until_closed(self, timeout: float | None = None) -> list[bytes]:
-        out = self._until(lambda f: False, timeout)
-        assert self.eof, out
-        return out
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def err(text: str) -> bytes:
-    return b"-ERR '" + text.encode() + b"'\r\n"
-
-
 AUTH_VIOLATION = err("Authorization Violation")
-
-
-def msg(subject: str, sid: str, payload: bytes, reply: str | None = None) -> bytes:
-    mid = f" {reply}" if reply else ""
-    return f"MSG {subject} {sid}{mid} {len(payload)}\r\n".encode() + payload + b"\r\n"
 
 
 def start_with_config(tmp_path, text: str, *flags: str, name: str = "natsx",
@@ -187,7 +85,7 @@ def eventually(check, timeout: float = 10.0):
 
 def authenticates(port: int, opts: dict) -> bool:
     w = Wire(port, opts).send(b"PING\r\n")
-    frames = w._until(lambda f: f == b"PONG\r\n", None)
+    frames = w.frames_until(lambda f: f == b"PONG\r\n")
     w.close()
     return not w.eof and frames == []
 

@@ -13,7 +13,9 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -739,3 +741,177 @@ def test_tls(tmp_path):
         assert p.subs[0].msgs == 2_000
         with pytest.raises(BenchError, match="TLS"):
             _run_pub(srv.url)
+
+
+# -- placement: both sides on the same worker or on different ones --------------------------
+
+
+class _FakeConn:
+    def __init__(self, cid: int) -> None:
+        self.info = {"client_id": cid}
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _opener(cids):
+    it = iter(cids)
+    opened = []
+
+    def opener():
+        conn = _FakeConn(next(it))
+        opened.append(conn)
+        return conn
+    return opener, opened
+
+
+def test_worker_of_follows_the_client_id_stride():
+    from natsx.bench.placement import worker_of
+
+    # Worker i hands out i+1, i+1+n, i+1+2n... (natsx.server.worker._allocate_cid).
+    assert [worker_of({"client_id": c}, 2) for c in (1, 2, 3, 4, 2_000_001)] == [0, 1, 0, 1, 0]
+    assert [worker_of({"client_id": c}, 4) for c in (1, 6, 11, 16)] == [0, 1, 2, 3]
+    assert worker_of({"client_id": 7}, 1) == 0
+    assert worker_of({}, 2) is None
+
+
+def test_placer_same_and_cross_reconnect_until_the_worker_fits():
+    from natsx.bench.placement import RECEIVER, SENDER, Placer
+
+    # 4 workers; cids 3, 4, 5, 7 live on workers 2, 3, 0, 2.
+    p = Placer("same", 4)
+    opener, opened = _opener([3, 4, 5, 7])
+    assert p.open(opener, RECEIVER).info["client_id"] == 3      # fixes the home: worker 2
+    assert p.open(opener, SENDER).info["client_id"] == 7        # 4 and 5 were elsewhere
+    assert [c.closed for c in opened] == [False, True, True, False]
+    assert p.describe() == "same (receivers on worker 2, senders on worker 2)"
+
+    p = Placer("cross", 2)
+    opener, opened = _opener([2, 4, 1])                          # workers 1, 1, 0
+    assert p.open(opener, RECEIVER).info["client_id"] == 2
+    assert p.open(opener, SENDER).info["client_id"] == 1
+    assert [c.closed for c in opened] == [False, True, False]
+    assert p.describe() == "cross (receivers on worker 1, senders on worker 0)"
+
+
+def test_placer_gives_up_with_a_clear_error():
+    from natsx.bench.placement import RECEIVER, SENDER, Placer
+
+    p = Placer("cross", 2, max_attempts=5)
+    opener, opened = _opener([1] + [3, 5, 7, 9, 11])             # every one on worker 0
+    p.open(opener, RECEIVER)
+    with pytest.raises(BenchError, match=r"placement cross: no sender connection landed on "
+                                         r"a worker other than 0 in 5 attempts \(worker 0: 5\)"):
+        p.open(opener, SENDER)
+    assert all(c.closed for c in opened[1:])
+
+
+def test_placer_is_a_no_op_with_one_worker():
+    from natsx.bench.placement import RECEIVER, SENDER, Placer
+
+    p = Placer("cross", 1)
+    opener, opened = _opener([1, 2])
+    p.open(opener, RECEIVER)
+    p.open(opener, SENDER)
+    assert not any(c.closed for c in opened)
+    assert p.describe() == "cross (no-op: one worker)"
+    with pytest.raises(BenchError, match="unknown placement"):
+        Placer("elsewhere", 2)
+
+
+def test_cli_placement_needs_the_worker_count_of_a_url(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["pubsub", "--placement", "cross", "--msgs", "10"])
+    assert exc.value.code == 2
+    assert "--server-workers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["pubsub", "--placement", "sideways", "--msgs", "10"])
+
+
+@pytest.fixture(scope="module")
+def natsx_two_workers():
+    """natsx --workers 2 with its monitoring port (to check placement against /connz)."""
+    http_port = free_port()
+    with ServerProcess("natsx", [sys.executable, "-m", "natsx", "-m", str(http_port)],
+                       workers=2) as srv:
+        yield types.SimpleNamespace(url=srv.url, http_port=http_port)
+
+
+def _connz_workers(srv) -> dict[int, int]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{srv.http_port}/connz?worker=1&limit=1000",
+                                timeout=10) as r:
+        return {c["cid"]: c["worker"] for c in json.load(r)["connections"]}
+
+
+def test_placement_lands_where_connz_says(natsx_two_workers):
+    from natsx.bench.conn import Connection
+    from natsx.bench.placement import RECEIVER, SENDER, Placer
+
+    srv = natsx_two_workers
+    opts = ConnectOptions(url=srv.url)
+    for mode in ("same", "cross"):
+        p = Placer(mode, 2)
+        conns = [p.open(lambda: Connection.open(opts), side)
+                 for side in (RECEIVER, SENDER, SENDER, RECEIVER)]
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                where = _connz_workers(srv)
+                if all(c.info["client_id"] in where for c in conns) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            got = [where[c.info["client_id"]] for c in conns]
+            if mode == "same":
+                assert len(set(got)) == 1, got
+            else:
+                assert got[0] == got[3] and got[1] != got[0] and got[2] != got[0], got
+        finally:
+            for c in conns:
+                c.close()
+
+
+@pytest.mark.parametrize("mode", ["same", "cross"])
+def test_smoke_placed_pubsub_and_reqrep_on_natsx(natsx_two_workers, bc, mode):
+    cfg = _cfg(natsx_two_workers, bc, msgs=2_000, duration=0, size=16, placement=mode,
+               server_workers=2)
+    (p,) = _ok(workloads.run("pubsub", cfg))
+    assert p.label == f"pubsub@{mode}" and p.subs[0].msgs == 2_000
+    recv, send = p.params["placement"].split("receivers on worker ")[1].split(", senders on worker ")
+    send = send.rstrip(")")
+    assert (recv == send) == (mode == "same"), p.params["placement"]
+    (p,) = _ok(workloads.run("reqrep", attrs.evolve(cfg, msgs=500)))
+    assert p.label == f"reqrep@{mode}" and p.latency.count == 500
+    with pytest.raises(BenchError, match="placement applies to"):
+        workloads.run("pub", cfg)
+
+
+def test_compare_same_and_cross_against_go_in_one_run(tmp_path, capsys):
+    # The acceptance run of the multi-process runtime, with tiny counts: 1:1 pub/sub
+    # throughput and request/reply latency, both sides on one worker and on two, next to
+    # the Go server (where placement is a no-op and says so).
+    _go_command()
+    before = _children(os.getpid())
+    rc = cli.main(["pubsub", "reqrep", "--compare", "--workers-natsx", "2", "--placement",
+                   "same,cross", "--reps", "1", "--msgs", "500", "--size", "16",
+                   "--json", str(tmp_path / "r.json"), "-q"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    doc = json.loads((tmp_path / "r.json").read_text())
+    labels = ["pubsub@same", "pubsub@cross", "reqrep@same", "reqrep@cross"]
+    assert [row["phase"] for row in doc["summary"]] == labels
+    assert all(row["ratio"] for row in doc["summary"])
+    assert all(row["servers"][s]["p50_median"] for row in doc["summary"][2:] for s in ("natsx", "go"))
+    for run in doc["runs"]:
+        (phase,) = run["phases"]
+        where = phase["params"]["placement"]
+        if run["server"] == "go":
+            assert where.endswith("(no-op: one worker)"), where
+        else:
+            recv, send = where.split("receivers on worker ")[1].rstrip(")").split(
+                ", senders on worker ")
+            assert (recv == send) == run["workload"].endswith("@same"), where
+    assert "placement is a no-op there" in out
+    assert _children(os.getpid()) <= before

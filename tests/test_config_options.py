@@ -86,6 +86,15 @@ def errors_of(path: str) -> list[str]:
     ('ping_interval: "1m30s"', {"ping_interval": 90.0}),
     ("ping_max: 5", {"max_pings_out": 5}),
     ('write_deadline: "500ms"', {"write_deadline": 0.5}),
+    ("write_timeout: retry", {"write_timeout": "retry"}),
+    ("write_timeout: close", {"write_timeout": "close"}),
+    ("write_timeout: default", {"write_timeout": ""}),
+    ("no_fast_producer_stall: true", {"no_fast_producer_stall": True}),
+    ("no_system_account: true", {"no_system_account": True}),
+    ("syslog: true", {"syslog": True}),
+    ("remote_syslog: 'udp://127.0.0.1:514'", {"remote_syslog": "udp://127.0.0.1:514"}),
+    ("logfile_size_limit: 1MB", {"log_size_limit": 1 << 20}),
+    ("logfile_max_num: 4", {"log_max_num": 4}),
     ('lame_duck_duration: "45s"', {"lame_duck_duration": 45.0}),
     ('lame_duck_grace_period: "3s"', {"lame_duck_grace_period": 3.0}),
     ("debug: true", {"debug": True}),
@@ -214,6 +223,8 @@ def test_empty_users_array_leaves_auth_off(conf):
     ("lame_duck_duration: 40\n", 1, 0, "interface conversion: interface {} is int64, not string"),
     ('lame_duck_grace_period: "-1s"\n', 1, 0, "invalid lame_duck_grace_period, needs to be positive"),
     ('write_deadline: "zz"\n', 1, 0, 'error parsing write_deadline: time: invalid duration "zz"'),
+    ("write_timeout: later\n", 1, 0, "write_timeout must be 'default', 'close' or 'retry'"),
+    ("syslog: 1\n", 1, 0, "interface conversion: interface {} is int64, not bool"),
     ("max_sub_tokens: 300\n", 1, 0, "max_sub_tokens value is too big"),
     ("max_sub_tokens: 0\n", 1, 0, "max_sub_tokens value can not be negative"),
     ("max_payload: 3000000000\n", 1, 0, "max_payload value is too big"),
@@ -262,14 +273,14 @@ def test_permission_subjects_are_validated(conf, subjects, reason):
 
 
 @pytest.mark.parametrize("key, feature", [
-    ("tls", "TLS"), ("cluster", "clustering"), ("gateway", "gateways"),
-    ("leafnodes", "leaf nodes"), ("websocket", "WebSocket"), ("mqtt", "MQTT"),
-    ("default_js_domain", "JetStream domains"), ("operator", "operator (JWT) mode"),
-    ("resolver", "operator (JWT) mode"), ("no_system_account", "disabling the system account"),
-    ("mappings", "subject mappings"), ("syslog", "syslog"), ("https_port", "HTTPS monitoring"),
+    ("ocsp", "OCSP stapling"), ("cluster", "clustering"), ("gateway", "gateways"),
+    ("leafnodes", "leaf nodes"), ("mqtt", "MQTT"),
+    ("default_js_domain", "JetStream domains"), ("resolver_tls", "operator (JWT) mode"),
+    ("default_sentinel", "operator (JWT) mode"),
+    ("prof_port", "profiling"), ("max_traced_msg_len", "trace length limits"),
 ])
 def test_features_natsx_lacks_are_refused_with_their_position(conf, key, feature):
-    path = conf(f"port: 4333\n{key}: {{}}\n" if key not in ("syslog", "https_port")
+    path = conf(f"port: 4333\n{key}: {{}}\n" if key not in ("prof_port", "max_traced_msg_len")
                 else f"port: 4333\n{key}: 1\n")
     assert errors_of(path) == [f"{path}:2:1: {key}: {feature} is not supported by this "
                                "natsx build yet"]
@@ -283,9 +294,11 @@ def test_jetstream_block_sets_store_dir(conf):
     assert opts.jetstream is False
 
 
-def test_jetstream_limits_not_applied_yet_are_refused(conf):
-    path = conf('jetstream {\n  store_dir: "/data/js"\n  max_memory_store: 1GB\n}\n')
-    assert errors_of(path) == [f'{path}:3:3: jetstream option "max_memory_store" is not '
+def test_jetstream_limits_apply_and_encryption_is_refused(conf):
+    opts, _warnings = load_options(conf('jetstream {\n  max_memory_store: 1GB\n}\n'))
+    assert opts.jetstream_config["max_memory"] == 1 << 30
+    path = conf('jetstream {\n  store_dir: "/data/js"\n  key: "s3cr3t"\n}\n')
+    assert errors_of(path) == [f"{path}:3:3: jetstream key: encryption at rest is not "
                                "supported by this natsx build yet"]
 
 
@@ -296,11 +309,11 @@ def test_auth_callout_is_refused_inside_authorization(conf):
 
 
 def test_all_errors_are_reported_together_in_file_order(conf):
-    path = conf("foo: 1\nport: x\ntls {}\nbar: 2\n")
+    path = conf("foo: 1\nport: x\ntls {bad: 1}\nbar: 2\n")
     assert errors_of(path) == [
         f'{path}:1:0: unknown field "foo"',
         f"{path}:2:1: interface conversion: interface {{}} is string, not int64",
-        f"{path}:3:1: tls: TLS is not supported by this natsx build yet",
+        f'{path}:3:6: error parsing tls config, unknown field "bad"',
         f'{path}:4:1: unknown field "bar"',
     ]
 
@@ -380,7 +393,7 @@ def test_reload_diff_lists_the_changes_in_go_order(conf):
          "authorization { users: [{user: a, password: c}], timeout: 3 }\n", name=os.path.basename(path))
     new = read_new_options(old)
     assert diff_options(old, new) == [
-        "debug = true", "authorization users", "ping_interval = 30s",
+        "debug = true", "authorization users", "accounts", "ping_interval = 30s",
         "authorization timeout = 3", "max_payload = 2000"]
 
 
@@ -405,7 +418,8 @@ def test_reload_keeps_the_command_line_flags(conf):
     old = load_options(path, flags.cli_overrides)[0]
     conf("port: 4444\ndebug: true\n", name=os.path.basename(path))
     new = read_new_options(old)
-    assert new.port == 6000 and diff_options(old, new) == ["debug = true", "authorization users"]
+    assert new.port == 6000 and diff_options(old, new) == ["debug = true", "authorization users",
+                                                      "accounts"]
 
 
 def test_reload_without_a_config_file():

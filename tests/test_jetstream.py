@@ -901,7 +901,7 @@ def test_acknowledged_publishes_survive_sigkill(tmp_path):
 
 # ------------------------------------------------------------------------------------- CLI
 
-def test_jetstream_flags_and_single_worker(tmp_path):
+def test_jetstream_flags_and_workers(tmp_path):
     port = free_port()
     store = tmp_path / "sd"
     cmd = NATSX + ["-a", "127.0.0.1", "-p", str(port), "--jetstream", f"-sd={store}",
@@ -920,5 +920,6 @@ def test_jetstream_flags_and_single_worker(tmp_path):
     finally:
         srv.stop()
     log = srv.log()
-    assert "--workers 3 reduced to 1" in log
-    assert "Workers:  1" in log
+    # JetStream no longer reduces the workers: the others reach it through the mesh.
+    assert "reduced to 1" not in log
+    assert "Workers:  3" in log

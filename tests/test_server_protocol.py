@@ -21,102 +21,12 @@ import httpx
 import pytest
 
 from conftest import NATSX, RunningServer, free_port
+from helpers import Wire, msg
 
 pytestmark = pytest.mark.server
 
 
 # ---------------------------------------------------------------------------- helpers
-
-def _split_frame(buf: bytes) -> bytes | None:
-    """The first complete server frame in ``buf`` (control line plus any payload)."""
-    nl = buf.find(b"\n")
-    if nl < 0:
-        return None
-    line = buf[:nl + 1]
-    op = line.split(None, 1)[0].upper() if line.strip() else b""
-    if op in (b"MSG", b"HMSG"):
-        size = int(line.split()[-1])
-        end = nl + 1 + size + 2
-        return buf[:end] if len(buf) >= end else None
-    return line
-
-
-class Wire:
-    """A raw client connection that reads the server's answer frame by frame.
-
-    The server's own PINGs (the first one comes 2s after CONNECT) are answered and
-    left out of what the helpers return, so no test depends on its timing.
-    """
-
-    def __init__(self, port: int, timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.timeout = timeout
-        self.buf = b""
-        self.eof = False
-        self.info_line = self.frame()
-        assert self.info_line is not None and self.info_line.startswith(b"INFO "), self.info_line
-        self.info = json.loads(self.info_line[5:])
-
-    def send(self, data: bytes) -> "Wire":
-        self.sock.sendall(data)
-        return self
-
-    def _fill(self, deadline: float) -> bool:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"no complete frame; buffered {self.buf[:200]!r}")
-        self.sock.settimeout(remaining)
-        try:
-            chunk = self.sock.recv(1 << 20)
-        except (ConnectionResetError, BrokenPipeError):
-            chunk = b""
-        except socket.timeout:
-            raise TimeoutError(f"no complete frame; buffered {self.buf[:200]!r}") from None
-        if not chunk:
-            self.eof = True
-            return False
-        self.buf += chunk
-        return True
-
-    def frame(self, timeout: float | None = None) -> bytes | None:
-        """The next frame, or None at EOF."""
-        deadline = time.monotonic() + (timeout or self.timeout)
-        while True:
-            f = _split_frame(self.buf)
-            if f is not None:
-                self.buf = self.buf[len(f):]
-                return f
-            if self.eof or not self._fill(deadline):
-                return None
-
-    def _frames_until(self, stop, timeout: float | None) -> list[bytes]:
-        out = []
-        deadline = time.monotonic() + (timeout or self.timeout)
-        while True:
-            f = self.frame(max(deadline - time.monotonic(), 0.001))
-            if f is None or stop(f):
-                return out
-            if f == b"PING\r\n":
-                self.send(b"PONG\r\n")
-                continue
-            out.append(f)
-
-    def sync(self, timeout: float | None = None) -> list[bytes]:
-        """Sends PING; returns every frame the server sent before the PONG."""
-        self.send(b"PING\r\n")
-        out = self._frames_until(lambda f: f == b"PONG\r\n", timeout)
-        assert not self.eof, f"connection closed; got {out!r}"
-        return out
-
-    def until_closed(self, timeout: float | None = None) -> list[bytes]:
-        """Returns every frame until the server closes the connection."""
-        out = self._frames_until(lambda f: False, timeout)
-        assert self.eof
-        return out
-
-    def close(self) -> None:
-        self.sock.close()
-
 
 def connect(port: int, connect: dict | None = None, **kw) -> Wire:
     """A Wire that has sent CONNECT (verbose off unless asked) and had its PONG."""
@@ -130,11 +40,6 @@ def connect(port: int, connect: dict | None = None, **kw) -> Wire:
 
 def subject() -> str:
     return "t." + uuid.uuid4().hex[:12]
-
-
-def msg(subj: str, sid: str, payload: bytes, reply: str | None = None) -> bytes:
-    mid = f" {reply}" if reply else ""
-    return f"MSG {subj} {sid}{mid} {len(payload)}\r\n".encode() + payload + b"\r\n"
 
 
 def start_server(tmp_path_factory, *args: str, monitor: bool = True) -> RunningServer:
@@ -738,10 +643,21 @@ def test_server_sends_its_first_ping_about_two_seconds_after_connect(server):
     assert w.sync() == []
 
 
-@pytest.mark.skip(reason="ping_interval/ping_max are not settable from the command line yet "
-                         "(needs config-file support); the default 2m interval is too long")
-def test_stale_connection_after_max_pings_out():
-    pass
+@pytest.mark.parametrize("impl", ["natsx", "go"])
+def test_stale_connection_after_max_pings_out(impl, tmp_path, start_natsx, start_go):
+    # client.go processPingTimer: a client that leaves ping_max PINGs unanswered gets
+    # -ERR 'Stale Connection' at the next tick and is closed.
+    conf = tmp_path / "ping.conf"
+    conf.write_text('ping_interval: "200ms"\nping_max: 2\n')
+    srv = (start_natsx if impl == "natsx" else start_go)("-c", str(conf))
+    w = Wire(srv.port, timeout=5)
+    w.send(b'CONNECT {"verbose":false}\r\n')
+    start = time.monotonic()
+    assert w.frame() == b"PING\r\n"
+    assert w.frame() == b"PING\r\n"
+    assert w.frame() == b"-ERR 'Stale Connection'\r\n"
+    assert 0.4 <= time.monotonic() - start < 3
+    assert w.sock.recv(100) == b""
 
 
 # ---------------------------------------------------------------------------- monitoring
@@ -766,6 +682,8 @@ def test_varz_shape(natsx_server):
 
 
 def test_varz_counts_messages_and_connections(natsx_server):
+    # The server's own $SYS service subscriptions count too, as in Go.
+    base = http_get(natsx_server, "/varz").json()["subscriptions"]
     w = connect(natsx_server.port)
     w.send(b"SUB foo 1\r\nPUB foo 5\r\nhello\r\n")
     assert w.sync() == [msg("foo", "1", b"hello")]
@@ -775,7 +693,7 @@ def test_varz_counts_messages_and_connections(natsx_server):
     assert v["total_connections"] >= 1
     assert v["in_msgs"] == 1 and v["out_msgs"] == 1
     assert v["in_bytes"] == 5 and v["out_bytes"] == 5
-    assert v["subscriptions"] == 1
+    assert v["subscriptions"] == base + 1
 
 
 def test_connz_lists_open_connections_with_subs(natsx_server):
@@ -880,6 +798,8 @@ def test_connz_sort_by_stop_and_reason_on_closed(natsx_server):
 
 
 def test_subsz_shape_and_test_filter(natsx_server):
+    # The server's own $SYS service subscriptions count too, as in Go.
+    base = http_get(natsx_server, "/subsz").json()["num_subscriptions"]
     w = connect(natsx_server.port)
     w.send(b"SUB foo.* 1\r\nSUB bar 2\r\n")
     w.sync()
@@ -888,12 +808,12 @@ def test_subsz_shape_and_test_filter(natsx_server):
                 "num_removes", "num_matches", "cache_hit_rate", "max_fanout", "avg_fanout",
                 "total", "offset", "limit"):
         assert key in s, key
-    assert s["num_subscriptions"] == 2 and "subscriptions_list" not in s
+    assert s["num_subscriptions"] == base + 2 and "subscriptions_list" not in s
     listed = http_get(natsx_server, "/subsz?subs=1&test=foo.x").json()
     assert listed["total"] == 1
     assert listed["subscriptions_list"] == [{"account": "$G", "subject": "foo.*", "sid": "1",
                                              "msgs": 0, "cid": w.info["client_id"]}]
-    assert http_get(natsx_server, "/subscriptionsz").json()["num_subscriptions"] == 2
+    assert http_get(natsx_server, "/subscriptionsz").json()["num_subscriptions"] == base + 2
     bad = http_get(natsx_server, "/subsz?test=foo.*")
     assert bad.status_code == 400
     assert bad.text == "invalid test subject, must be valid publish subject: foo.*"

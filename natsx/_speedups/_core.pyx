@@ -27,12 +27,14 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memcmp
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint32_t, uint64_t
 
 from natsx._speedups._sublist cimport Sublist, SublistResult, Subscription
 from natsx._speedups._ring cimport Ring, RecordView
 
 DEF _REC_MSG = 1
+# A MSG record whose subject is "<matched> <shown>" (a JetStream delivery), in its aux.
+DEF AUX_SHOWN = 1
 
 # Event kinds returned by next_event(); the same numbers in core_py.
 DEF _EV_CONNECT = 1
@@ -191,6 +193,409 @@ cdef class Router:
         return x * <uint64_t>0x2545F4914F6CDD1D
 
 
+MAPPER_CACHE_MAX = 4096
+cdef object _MISS = object()
+
+# Transform kinds: natsx.server.mapping's (Go's enum), same numbers.
+DEF _TR_NO = 0
+DEF _TR_PARTITION = 2
+DEF _TR_WILDCARD = 3
+DEF _TR_SPLIT_LEFT = 4
+DEF _TR_SPLIT_RIGHT = 5
+DEF _TR_SLICE_LEFT = 6
+DEF _TR_SLICE_RIGHT = 7
+DEF _TR_SPLIT = 8
+DEF _TR_LEFT = 9
+DEF _TR_RIGHT = 10
+DEF _TR_RANDOM = 11
+DEF _TR_MAX_TOKENS = 256
+
+
+cdef struct _OutBuf:
+    char* p
+    Py_ssize_t n
+    Py_ssize_t cap
+
+
+cdef int _ob_put(_OutBuf* b, const char* s, Py_ssize_t n) except -1:
+    cdef Py_ssize_t cap
+    cdef char* nb
+    if n <= 0:
+        return 0
+    if b.n + n > b.cap:
+        cap = b.cap * 2 if b.cap else 128
+        while cap < b.n + n:
+            cap *= 2
+        nb = <char*>realloc(b.p, cap)
+        if nb == NULL:
+            raise MemoryError()
+        b.p = nb
+        b.cap = cap
+    memcpy(b.p + b.n, s, n)
+    b.n += n
+    return 0
+
+
+cdef int _ob_dot(_OutBuf* b) except -1:
+    return _ob_put(b, ".", 1)
+
+
+cdef int _ob_uint(_OutBuf* b, unsigned long long v) except -1:
+    cdef char tmp[24]
+    cdef int i = 24
+    if v == 0:
+        return _ob_put(b, "0", 1)
+    while v:
+        i -= 1
+        tmp[i] = <char>(48 + v % 10)
+        v //= 10
+    return _ob_put(b, tmp + i, 24 - i)
+
+
+cdef inline uint64_t _xorshift(uint64_t* state):
+    cdef uint64_t x = state[0]
+    x ^= x >> 12
+    x ^= x << 25
+    x ^= x >> 27
+    state[0] = x
+    return x * <uint64_t>0x2545F4914F6CDD1D
+
+
+cdef class CTransform:
+    """A subject transform compiled: natsx.server.mapping.Transform (its twin, which
+    builds it and which it must agree with) applied without running Python. Subjects of
+    more than 256 tokens are left to the twin."""
+
+    cdef list _types, _indexes, _ints, _strs, _dtoks
+    cdef Py_ssize_t _nstoks
+    cdef bint _fwc_tail
+    cdef public bint has_random
+    cdef public object twin
+
+    def __init__(self, tr):
+        self.twin = tr
+        self._types = [int(t) for t in tr.types]
+        self._indexes = [[int(i) for i in idx] for idx in tr.indexes]
+        self._ints = [int(n) for n in tr.ints]
+        self._strs = [bytes(x) for x in tr.strs]
+        self._dtoks = [bytes(x) for x in tr.dtoks]
+        self._nstoks = len(tr.stoks)
+        self._fwc_tail = bool(self._dtoks) and self._dtoks[len(self._dtoks) - 1] == b">"
+        self.has_random = bool(tr.has_random)
+
+    def apply(self, bytes subject, bint no_tokens=False):
+        """The transformed subject (``no_tokens``: as Go does for a literal source taken
+        without splitting the subject)."""
+        cdef uint64_t seed = 0x9E3779B97F4A7C15
+        return self.apply_c(<const unsigned char*>PyBytes_AS_STRING(subject),
+                            PyBytes_GET_SIZE(subject), no_tokens, seed)
+
+    cdef bytes apply_c(self, const unsigned char* s, Py_ssize_t n, bint no_tokens,
+                       uint64_t seed):
+        cdef Py_ssize_t starts[_TR_MAX_TOKENS]
+        cdef Py_ssize_t lens[_TR_MAX_TOKENS]
+        cdef Py_ssize_t ntok = 0, i, j, k, start, last, size, pos, rem, first
+        cdef long kind, arg, idx
+        cdef list index
+        cdef uint32_t h
+        cdef const unsigned char* tok
+        cdef bytes part, sep
+        cdef list parts
+        cdef _OutBuf ob
+        cdef uint64_t rnd = seed | 1
+        if not no_tokens:
+            start = 0
+            for i in range(n + 1):
+                if i == n or s[i] == 46:
+                    if ntok == _TR_MAX_TOKENS:
+                        return self.twin.transform(PyBytes_FromStringAndSize(<char*>s, n))
+                    starts[ntok] = start
+                    lens[ntok] = i - start
+                    ntok += 1
+                    start = i + 1
+        ob.p = NULL
+        ob.n = 0
+        ob.cap = 0
+        try:
+            last = len(self._types) - 1
+            for i in range(last + 1):
+                kind = <long>self._types[i]
+                if kind == _TR_NO:
+                    part = <bytes>self._dtoks[i]
+                    if PyBytes_GET_SIZE(part) == 1 and PyBytes_AS_STRING(part)[0] == 62:
+                        break
+                    _ob_put(&ob, PyBytes_AS_STRING(part), PyBytes_GET_SIZE(part))
+                elif kind == _TR_PARTITION:
+                    index = <list>self._indexes[i]
+                    h = 0x811C9DC5
+                    if len(index):
+                        for j in range(len(index)):
+                            idx = <long>index[j]
+                            if 0 <= idx < ntok:
+                                for k in range(lens[idx]):
+                                    h = (h ^ s[starts[idx] + k]) * <uint32_t>0x01000193
+                    elif not no_tokens:
+                        for k in range(n):
+                            h = (h ^ s[k]) * <uint32_t>0x01000193
+                    arg = <long>self._ints[i]
+                    if arg == 0:
+                        _ob_put(&ob, "0", 1)
+                    else:
+                        _ob_uint(&ob, h % <uint32_t>(<uint64_t>arg & 0xFFFFFFFF))
+                elif kind == _TR_WILDCARD:
+                    index = <list>self._indexes[i]
+                    if len(index):
+                        idx = <long>index[0]
+                        if 0 <= idx < ntok:
+                            _ob_put(&ob, <const char*>s + starts[idx], lens[idx])
+                elif kind == _TR_RANDOM:
+                    arg = <long>self._ints[i]
+                    if arg == 0:
+                        _ob_put(&ob, "0", 1)
+                    else:
+                        if arg < 0:
+                            arg = -arg
+                        _ob_uint(&ob, ((_xorshift(&rnd) >> 33) & 0x7FFFFFFF) % <uint64_t>arg)
+                else:
+                    idx = <long>(<list>self._indexes[i])[0]
+                    if 0 <= idx < ntok:
+                        tok = s + starts[idx]
+                        size = lens[idx]
+                    else:
+                        tok = s
+                        size = 0
+                    arg = <long>self._ints[i]
+                    if kind == _TR_SPLIT_LEFT or kind == _TR_SPLIT_RIGHT:
+                        if 0 < arg < size:
+                            pos = arg if kind == _TR_SPLIT_LEFT else size - arg
+                            _ob_put(&ob, <const char*>tok, pos)
+                            _ob_dot(&ob)
+                            _ob_put(&ob, <const char*>tok + pos, size - pos)
+                        else:
+                            _ob_put(&ob, <const char*>tok, size)
+                    elif kind == _TR_SLICE_LEFT:
+                        if 0 < arg < size:
+                            j = 0
+                            while j + arg <= size:
+                                if j:
+                                    _ob_dot(&ob)
+                                _ob_put(&ob, <const char*>tok + j, arg)
+                                if j + arg != size and j + arg + arg > size:
+                                    _ob_dot(&ob)
+                                    _ob_put(&ob, <const char*>tok + j + arg, size - j - arg)
+                                    break
+                                j += arg
+                        else:
+                            _ob_put(&ob, <const char*>tok, size)
+                    elif kind == _TR_SLICE_RIGHT:
+                        if 0 < arg < size:
+                            rem = size % arg
+                            if rem:
+                                _ob_put(&ob, <const char*>tok, rem)
+                                _ob_dot(&ob)
+                            j = rem
+                            while j + arg <= size:
+                                _ob_put(&ob, <const char*>tok + j, arg)
+                                if j + arg < size:
+                                    _ob_dot(&ob)
+                                j += arg
+                        else:
+                            _ob_put(&ob, <const char*>tok, size)
+                    elif kind == _TR_LEFT:
+                        _ob_put(&ob, <const char*>tok, arg if 0 < arg < size else size)
+                    elif kind == _TR_RIGHT:
+                        if 0 < arg < size:
+                            _ob_put(&ob, <const char*>tok + size - arg, arg)
+                        else:
+                            _ob_put(&ob, <const char*>tok, size)
+                    elif kind == _TR_SPLIT:
+                        sep = <bytes>self._strs[i]
+                        if PyBytes_GET_SIZE(sep):
+                            parts = PyBytes_FromStringAndSize(<char*>tok, size).split(sep)
+                        else:
+                            parts = [PyBytes_FromStringAndSize(<char*>tok, size)]
+                        k = len(parts)
+                        for j in range(k):
+                            part = <bytes>parts[j]
+                            _ob_put(&ob, PyBytes_AS_STRING(part), PyBytes_GET_SIZE(part))
+                            if (j < k - 1 and PyBytes_GET_SIZE(<bytes>parts[j + 1])
+                                    and not (j == 0 and not PyBytes_GET_SIZE(part))):
+                                _ob_dot(&ob)
+                if i < last:
+                    _ob_dot(&ob)
+            if self._fwc_tail:
+                first = self._nstoks - 1
+                if 0 <= first < ntok:
+                    _ob_put(&ob, <const char*>s + starts[first], n - starts[first])
+            return PyBytes_FromStringAndSize(ob.p, ob.n)
+        finally:
+            if ob.p != NULL:
+                free(ob.p)
+
+
+cdef class Mapper:
+    """An account's subject mappings as the hot path sees them.
+
+    Compiled mappings (``set(..., entries=)``): ``sources``, a Sublist of the mappings'
+    sources whose subscription weights are their positions, tells in compiled code
+    whether a mapping applies and which comes first; its destination (picked by weight
+    with the Mapper's own generator) is a ``CTransform``. No Python runs per message, and
+    the subjects no mapping covers (replies, inboxes) cost one sublist lookup.
+
+    Otherwise ``resolve(subject)`` (natsx.server.mapping.Mappings.plan, the pure build's
+    path) runs once per distinct subject and its plan is cached: None (no mapping
+    applies), the mapped subject, or ``(cumulative weights, outs)`` where an out is the
+    mapped subject or a callable (a destination using ``random()``).
+
+    Every client core of the account shares its Mapper, so a reload that changes the
+    mappings reaches them all at once; an account without mappings is ``active`` False
+    and costs its clients one test per publish.
+    """
+
+    cdef public bint active
+    cdef public object resolve
+    cdef Sublist _sources
+    cdef list _entries
+    cdef dict _cache
+    cdef bytes _last
+    cdef object _last_plan
+    cdef uint64_t _rand
+
+    def __init__(self):
+        self.active = False
+        self.resolve = None
+        self._entries = None
+        self._cache = {}
+        self._last = None
+        self._last_plan = None
+        from os import urandom
+        self._rand = <uint64_t>int.from_bytes(urandom(8), "little") | 1
+
+    def set(self, resolve, Sublist sources=None, list entries=None):
+        """``resolve(subject) -> plan``, or None for no mappings; ``sources`` and
+        ``entries`` (per mapping, in order: (has wildcards, cumulative weights, a
+        CTransform or None per destination)): see above."""
+        self.resolve = resolve
+        self._sources = sources
+        self._entries = entries if sources is not None else None
+        self.active = resolve is not None
+        self._cache = {}
+        self._last = None
+        self._last_plan = None
+
+    def cache_count(self):
+        return len(self._cache)
+
+    def map(self, bytes subject, int draw=-1):
+        """The subject to route instead of ``subject``, or None when no mapping applies;
+        ``draw`` (0..99) replaces the random pick among weighted destinations."""
+        if not self.active:
+            return None
+        return self.map_c(<const unsigned char*>PyBytes_AS_STRING(subject),
+                          PyBytes_GET_SIZE(subject), draw)
+
+    cdef inline long _draw(self, int draw):
+        if draw >= 0:
+            return draw
+        return <long>((_xorshift(&self._rand) >> 33) % 100)
+
+    cdef object map_c(self, const unsigned char* subj, Py_ssize_t slen, int draw):
+        cdef bytes key = self._last
+        cdef object plan
+        cdef tuple weights, outs, entry
+        cdef Py_ssize_t i, n, best
+        cdef long w
+        cdef SublistResult r
+        cdef Subscription sub
+        cdef CTransform tr
+        cdef bytes out
+        if (key is not None and PyBytes_GET_SIZE(key) == slen
+                and memcmp(PyBytes_AS_STRING(key), subj, slen) == 0):
+            plan = self._last_plan
+            if plan is None or type(plan) is bytes:
+                return plan
+        else:
+            key = PyBytes_FromStringAndSize(<char*>subj, slen)
+            if self._entries is not None:
+                return self._map_compiled(key, subj, slen, draw)
+            if self._sources is not None and not self._sources.has_interest(key):
+                self._last = key
+                self._last_plan = None
+                return None
+            plan = self._cache.get(key, _MISS)
+            if plan is _MISS:
+                plan = self.resolve(key)
+                if len(self._cache) >= MAPPER_CACHE_MAX:
+                    self._cache.clear()
+                self._cache[key] = plan
+            self._last = key
+            self._last_plan = plan
+            if plan is None or type(plan) is bytes:
+                return plan
+        if type(plan) is CTransform:
+            # a compiled destination that changes per message (random())
+            return (<CTransform>plan).apply_c(subj, slen, False, _xorshift(&self._rand))
+        if type(plan) is tuple and len(<tuple>plan) == 3:
+            return self._map_compiled(key, subj, slen, draw)
+        weights = <tuple>(<tuple>plan)[0]
+        outs = <tuple>(<tuple>plan)[1]
+        w = self._draw(draw)
+        n = len(weights)
+        for i in range(n):
+            if w < <long>weights[i]:
+                plan = outs[i]
+                if type(plan) is bytes:
+                    return plan
+                return plan()
+        return b""
+
+    cdef object _map_compiled(self, bytes key, const unsigned char* subj, Py_ssize_t slen,
+                              int draw):
+        cdef SublistResult r = self._sources.match(key)
+        cdef Py_ssize_t i, n, best = -1
+        cdef Subscription sub
+        cdef tuple entry, weights, outs
+        cdef object tr
+        cdef long w
+        cdef bytes out
+        n = len(r.psubs)
+        for i in range(n):
+            sub = <Subscription>r.psubs[i]
+            if best < 0 or sub.weight < best:
+                best = sub.weight
+        self._last = key
+        if best < 0:
+            self._last_plan = None
+            return None
+        entry = <tuple>self._entries[best]
+        weights = <tuple>entry[1]
+        outs = <tuple>entry[2]
+        n = len(weights)
+        tr = None
+        if n == 1 and <long>weights[0] == 100:
+            tr = outs[0]
+        else:
+            w = self._draw(draw)
+            for i in range(n):
+                if w < <long>weights[i]:
+                    tr = outs[i]
+                    break
+            else:
+                self._last_plan = entry    # weighted: picked again per message
+                return b""
+            self._last_plan = entry
+        if tr is None:
+            if n == 1:
+                self._last_plan = b""
+            return b""
+        # Go splits the subject only when a mapping before the one taken needed it.
+        out = (<CTransform>tr).apply_c(subj, slen, best == 0 and not entry[0],
+                                       _xorshift(&self._rand))
+        if n == 1 and <long>weights[0] == 100:
+            self._last_plan = tr if (<CTransform>tr).has_random else out
+        return out
+
+
 cdef class Client:
     """One connection's protocol state, outbound buffer and counters."""
 
@@ -199,6 +604,7 @@ cdef class Client:
     cdef public object router            # Router or None
     cdef public object sublist           # the account's Sublist
     cdef public object account           # opaque to the hot path
+    cdef public Mapper mapper             # the account's subject mappings, or None
     cdef public bint headers
     cdef public bint echo
     cdef public bint verbose
@@ -289,6 +695,7 @@ cdef class Client:
         self.perm_replies = None
         self.subs = {}
         self.account_name = b"$G"
+        self.mapper = None
         self.peer = False
         self.ring = None
         self.overflow = []
@@ -488,6 +895,17 @@ cdef class Client:
         cdef bint did = False
         cdef bint dynamic = False
         cdef object allowed
+        cdef bytes mapped
+
+        if self.mapper is not None and self.mapper.active:
+            # The account's subject mappings (Go: selectMappedSubject, before permissions).
+            mapped = self.mapper.map_c(subj, slen, -1)
+            if mapped is not None:
+                if dsubj == subj or (dslen == slen and memcmp(dsubj, subj, slen) == 0):
+                    dsubj = <const unsigned char*>PyBytes_AS_STRING(mapped)
+                    dslen = PyBytes_GET_SIZE(mapped)
+                subj = <const unsigned char*>PyBytes_AS_STRING(mapped)
+                slen = PyBytes_GET_SIZE(mapped)
 
         self.in_msgs += 1
         self.in_bytes += hlen + plen
@@ -570,7 +988,7 @@ cdef class Client:
                     did = True
                     break
         if router._hits:
-            self._forward(router, subj, slen, reply, rlen, hdr, hlen, pay, plen)
+            self._forward(router, subj, slen, reply, rlen, hdr, hlen, pay, plen, dsubj, dslen)
             did = True
 
         if not did and rlen and self.no_responders:
@@ -593,12 +1011,23 @@ cdef class Client:
     cdef int _forward(self, Router router, const unsigned char* subj, Py_ssize_t slen,
                       const unsigned char* reply, Py_ssize_t rlen,
                       const unsigned char* hdr, Py_ssize_t hlen,
-                      const unsigned char* pay, Py_ssize_t plen) except -1:
+                      const unsigned char* pay, Py_ssize_t plen,
+                      const unsigned char* dsubj, Py_ssize_t dslen) except -1:
         # One record per peer worker with interest, naming the queue groups it must serve.
+        # A JetStream delivery shows another subject than the one matched: the record's
+        # subject is then "<matched> <shown>" and its aux AUX_SHOWN (subjects have no spaces).
         cdef Client peer
         cdef bytes acc
+        cdef bytes both
+        cdef uint32_t aux = 0
         cdef list hits = router._hits
         router._hits = []
+        if dsubj != subj and (dslen != slen or memcmp(dsubj, subj, slen) != 0):
+            both = (PyBytes_FromStringAndSize(<char*>subj, slen) + b" "
+                    + PyBytes_FromStringAndSize(<char*>dsubj, dslen))
+            subj = <const unsigned char*>PyBytes_AS_STRING(both)
+            slen = PyBytes_GET_SIZE(both)
+            aux = AUX_SHOWN
         for peer in hits:
             acc = self.account_name
             if peer._hit_queues is not None:
@@ -606,13 +1035,13 @@ cdef class Client:
                 peer._hit_queues = None
             router.forwarded += 1
             if not peer.overflow and (<Ring>peer.ring).write_c(
-                    _REC_MSG, 0, PyBytes_AS_STRING(acc), PyBytes_GET_SIZE(acc),
+                    _REC_MSG, aux, PyBytes_AS_STRING(acc), PyBytes_GET_SIZE(acc),
                     <const char*>subj, slen, <const char*>reply, rlen,
                     <const char*>hdr, hlen, <const char*>pay, plen):
                 peer._touch_peer(router)
                 continue
             # The ring is full: keep the record, in order, for the mesh task to write.
-            peer.overflow.append((_REC_MSG, 0, acc,
+            peer.overflow.append((_REC_MSG, aux, acc,
                                   PyBytes_FromStringAndSize(<char*>subj, slen),
                                   PyBytes_FromStringAndSize(<char*>reply, rlen),
                                   PyBytes_FromStringAndSize(<char*>hdr, hlen),
@@ -668,6 +1097,18 @@ cdef class Client:
         cdef bytes qnames = None
         cdef bytes subject
         cdef object found
+        # The subject matched, and the one shown (a JetStream delivery: see _forward).
+        cdef const unsigned char* ms = rv.field[1]
+        cdef Py_ssize_t mlen = rv.size[1]
+        cdef const unsigned char* ds = rv.field[1]
+        cdef Py_ssize_t dlen = rv.size[1]
+        if rv.aux == AUX_SHOWN:
+            mlen = 0
+            while mlen < rv.size[1] and ms[mlen] != 32:
+                mlen += 1
+            if mlen < rv.size[1]:
+                ds = ms + mlen + 1
+                dlen = rv.size[1] - mlen - 1
         while nlen < alen and a[nlen] != 32:
             nlen += 1
         if nlen < alen:
@@ -675,8 +1116,8 @@ cdef class Client:
         # Same memo as _route: a steady stream from a peer costs two memcmp per message.
         subject = self._last_subject
         if (subject is not None and self._last_peer_acc is not None
-                and PyBytes_GET_SIZE(subject) == rv.size[1]
-                and memcmp(PyBytes_AS_STRING(subject), rv.field[1], rv.size[1]) == 0
+                and PyBytes_GET_SIZE(subject) == mlen
+                and memcmp(PyBytes_AS_STRING(subject), ms, mlen) == 0
                 and PyBytes_GET_SIZE(self._last_peer_acc) == nlen
                 and memcmp(PyBytes_AS_STRING(self._last_peer_acc), a, nlen) == 0
                 and self._last_genid == (<Sublist>self._last_sublist).genid):
@@ -687,7 +1128,7 @@ cdef class Client:
             if found is None:
                 return 0
             sl = <Sublist>found
-            subject = PyBytes_FromStringAndSize(<char*>rv.field[1], rv.size[1])
+            subject = PyBytes_FromStringAndSize(<char*>ms, mlen)
             r = sl.match(subject)
             self._last_subject = subject
             self._last_peer_acc = acc
@@ -696,7 +1137,7 @@ cdef class Client:
             self._last_genid = sl.genid
         for sub in r.psubs:
             if not (<Client>sub.client).peer:
-                self._deliver(sub, rv.field[1], rv.size[1], rv.field[2], rv.size[2],
+                self._deliver(sub, ds, dlen, rv.field[2], rv.size[2],
                               rv.field[3], rv.size[3], rv.field[4], rv.size[4])
         if qnames is not None:
             names = qnames.split(b" ")
@@ -709,7 +1150,7 @@ cdef class Client:
                     sub = <Subscription>qgroup[(start + j) % n]
                     if (<Client>sub.client).peer:
                         continue
-                    if self._deliver(sub, rv.field[1], rv.size[1], rv.field[2], rv.size[2],
+                    if self._deliver(sub, ds, dlen, rv.field[2], rv.size[2],
                                      rv.field[3], rv.size[3], rv.field[4], rv.size[4]):
                         break
         return 0
@@ -1043,7 +1484,7 @@ cdef class Client:
         ``$JS.ACK.`` are allowed. ``deliver_as`` is the subject written in the delivered
         frames when it differs from the one matched (a JetStream delivery is matched on the
         consumer's deliver subject or pull inbox but shows the message's own subject).
-        Deliveries forwarded to peer workers carry the matched subject.
+        Deliveries forwarded to peer workers carry both (``AUX_SHOWN``).
         """
         cdef bytes shown = deliver_as if deliver_as is not None else subject
         if self.router is None:

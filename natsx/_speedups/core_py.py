@@ -20,6 +20,8 @@ EV_PUB = 9
 EV_CLOSE = 10
 
 _REC_MSG = 1  # natsx.mesh.ring.RecordKind.MSG
+# A MSG record whose subject is "<matched> <shown>" (a JetStream delivery), in its aux.
+AUX_SHOWN = 1
 
 REASON_PROTOCOL = "Protocol Violation"
 REASON_PARSE = "Parse Error"
@@ -93,6 +95,59 @@ class Router:
         return self._rng.randrange(n)
 
 
+class Mapper:
+    """An account's subject mappings as the hot path sees them: see the compiled twin."""
+
+    __slots__ = ("active", "resolve", "_cache", "_rng", "_sources")
+
+    def __init__(self) -> None:
+        self.active = False
+        self.resolve = None
+        self._sources = None
+        self._cache: dict = {}
+        self._rng = random.Random()
+
+    def set(self, resolve, sources=None, entries=None) -> None:
+        """``resolve(subject) -> plan`` (natsx.server.mapping.Mappings.plan), or None;
+        ``sources``: a Sublist of the mappings' sources, asked first. ``entries`` (the
+        compiled twin's transforms) are not used here: the plans come from
+        natsx.server.mapping, the transforms' twin."""
+        self.resolve = resolve
+        self._sources = sources
+        self.active = resolve is not None
+        self._cache = {}
+
+    def cache_count(self) -> int:
+        return len(self._cache)
+
+    def map(self, subject: bytes, draw: int = -1):
+        """The subject to route instead of ``subject``, or None when no mapping applies;
+        ``draw`` (0..99) replaces the random pick among weighted destinations."""
+        if not self.active:
+            return None
+        if self._sources is not None and not self._sources.has_interest(subject):
+            return None
+        plan = self._cache.get(subject, _MISS)
+        if plan is _MISS:
+            plan = self.resolve(subject)
+            if len(self._cache) >= MAPPER_CACHE_MAX:
+                self._cache.clear()
+            self._cache[subject] = plan
+        if plan is None or type(plan) is bytes:
+            return plan
+        weights, outs = plan
+        w = self._rng.randrange(100) if draw < 0 else draw
+        for i, limit in enumerate(weights):
+            if w < limit:
+                out = outs[i]
+                return out if type(out) is bytes else out()
+        return b""
+
+
+_MISS = object()
+MAPPER_CACHE_MAX = 4096
+
+
 class Client:
     """One connection's protocol state, outbound buffer and counters."""
 
@@ -100,7 +155,7 @@ class Client:
                  "pedantic", "no_responders", "internal", "auth_pending", "closed", "slow",
                  "flush_pending", "max_payload", "max_control_line", "max_pending", "inflight",
                  "perm_pub", "perm_deliver", "stall_target", "perm_replies", "subs", "conn", "in_msgs", "in_bytes", "out_msgs",
-                 "out_bytes", "_out", "_buf", "_closed_parse", "_last_subject", "_last_result",
+                 "out_bytes", "_out", "_buf", "_closed_parse", "_last_subject", "_last_result", "mapper",
                  "_last_genid", "_perm_cache", "account_name", "peer", "ring", "overflow",
                  "overflow_bytes", "_congested")
 
@@ -109,6 +164,7 @@ class Client:
         self.router = router
         self.sublist = sublist
         self.account = None
+        self.mapper = None
         self.headers = False
         self.echo = True
         self.verbose = True
@@ -234,6 +290,14 @@ class Client:
                shown: bytes | None = None) -> bool:
         # Matches ``subject`` and writes ``shown`` in the delivered frames: they differ only
         # for JetStream deliveries (``route(..., deliver_as=)``).
+        mapper = self.mapper
+        if mapper is not None and mapper.active:
+            # The account's subject mappings (Go: selectMappedSubject, before permissions).
+            mapped = mapper.map(subject)
+            if mapped is not None:
+                if shown is None or shown == subject:
+                    shown = mapped
+                subject = mapped
         if shown is None:
             shown = subject
         router = self.router
@@ -314,7 +378,7 @@ class Client:
                     did = True
                     break
         if hits:
-            self._forward(router, hits, subject, reply, hdr, pay)
+            self._forward(router, hits, subject, reply, hdr, pay, shown)
             did = True
         if not did and reply and self.no_responders:
             for sub in sl.match(reply).psubs:
@@ -328,15 +392,22 @@ class Client:
 
     # ------------------------------------------------------------------ peers
 
-    def _forward(self, router, hits: dict, subject, reply, hdr, pay) -> None:
+    def _forward(self, router, hits: dict, subject, reply, hdr, pay, shown=None) -> None:
         # One record per peer worker with interest, naming the queue groups it must serve.
+        # A JetStream delivery shows another subject than the one matched: the record's
+        # subject is then "<matched> <shown>" and its aux AUX_SHOWN (subjects have no spaces).
+        aux = 0
+        if shown is not None and shown != subject:
+            subject = subject + b" " + shown
+            aux = AUX_SHOWN
         for peer, queues in hits.items():
             acc = self.account_name
             if queues:
                 acc = acc + b" " + b" ".join(queues)
             router.forwarded += 1
-            record = (_REC_MSG, 0, acc, subject, reply, hdr, pay)
-            if not peer.overflow and peer.ring.try_write(_REC_MSG, acc, subject, reply, hdr, pay):
+            record = (_REC_MSG, aux, acc, subject, reply, hdr, pay)
+            if not peer.overflow and peer.ring.try_write(_REC_MSG, acc, subject, reply, hdr, pay,
+                                                         aux=aux):
                 if not peer.flush_pending:
                     peer.flush_pending = True
                     router.touched.append(peer)
@@ -360,7 +431,10 @@ class Client:
         return others
 
     def _deliver_from_peer(self, rec) -> None:
-        _kind, _aux, acc, subject, reply, hdr, pay = rec
+        _kind, aux, acc, subject, reply, hdr, pay = rec
+        shown = subject
+        if aux == AUX_SHOWN:
+            subject, _, shown = subject.partition(b" ")
         name, _, qnames = acc.partition(b" ")
         sl = self.router.sublists.get(name)
         if sl is None:
@@ -368,7 +442,7 @@ class Client:
         r = sl.match(subject)
         for sub in r.psubs:
             if not sub.client.peer:
-                self._deliver(sub, subject, reply, hdr, pay)
+                self._deliver(sub, shown, reply, hdr, pay)
         if qnames:
             names = qnames.split(b" ")
             for qgroup in r.qsubs:
@@ -378,7 +452,7 @@ class Client:
                 start = self.router.rand(n)
                 for k in range(n):
                     sub = qgroup[(start + k) % n]
-                    if not sub.client.peer and self._deliver(sub, subject, reply, hdr, pay):
+                    if not sub.client.peer and self._deliver(sub, shown, reply, hdr, pay):
                         break
 
     # ------------------------------------------------------------------ parsing

@@ -26,7 +26,7 @@ import time
 
 from natsx import SERVER_VERSION
 from natsx.admin.gohttp import BadRequest, go_bool, go_int, go_subs, go_uint
-from natsx.server.monitor import SYSTEM_ACCOUNT, go_duration, process_usage, rfc3339
+from natsx.server.monitor import go_duration, process_usage, rfc3339
 
 DEFAULT_LIST_SIZE = 1024     # Go: DefaultConnListSize, DefaultSubListSize
 REQUEST_TIMEOUT = 5.0
@@ -132,6 +132,22 @@ def account_imports(config) -> list[dict]:
     return out
 
 
+def _varz_websocket(o) -> dict:
+    """Go's WebsocketOptsVarz: omitempty fields left out."""
+    wo = getattr(o, "websocket", None)
+    if wo is None:
+        return {}
+    tls = wo.tls
+    out = {"host": wo.host, "port": wo.port, "advertise": wo.advertise,
+           "no_auth_user": wo.no_auth_user, "jwt_cookie": wo.jwt_cookie,
+           "handshake_timeout": int(wo.handshake_timeout * 1e9),
+           "auth_timeout": wo.auth_timeout, "no_tls": wo.no_tls,
+           "tls_map": bool(tls is not None and getattr(tls, "map", False)),
+           "same_origin": wo.same_origin, "allowed_origins": list(wo.allowed_origins),
+           "compression": wo.compression}
+    return {k: v for k, v in out.items() if v}
+
+
 class Monitor:
     """The links to the workers, and what /varz reports that only the admin knows."""
 
@@ -167,7 +183,10 @@ class Monitor:
 
     @property
     def system_account(self) -> str:
-        return self.options.system_account or SYSTEM_ACCOUNT
+        """The system account's name; "" with ``no_system_account`` (Go: omitempty)."""
+        from natsx.server.accounts import system_account_name
+
+        return system_account_name(self.options)
 
     # ------------------------------------------------------------------ varz
 
@@ -198,6 +217,11 @@ class Monitor:
         }
         if o.auth_required:
             varz["auth_required"] = True
+        tls_config = getattr(o, "tls_config", None)
+        if tls_config is not None and not o.allow_non_tls:
+            varz["tls_required"] = True
+        if tls_config is not None and tls_config.verify:
+            varz["tls_verify"] = True
         varz["max_connections"] = o.max_connections
         if o.max_subscriptions:
             varz["max_subscriptions"] = o.max_subscriptions
@@ -218,10 +242,11 @@ class Monitor:
             "gateway": {},
             "leaf": {},
             "mqtt": {},
-            "websocket": {},
+            "websocket": _varz_websocket(o),
             "jetstream": self._varz_jetstream(parts),
-            "tls_timeout": 2,
+            "tls_timeout": o.tls_timeout or 2,
             "write_deadline": int(o.write_deadline * 1e9),
+            **({"write_timeout": o.write_timeout} if o.write_timeout else {}),
             "start": rfc3339(self.start_time),
             "now": rfc3339(now),
             "uptime": go_duration(now - self.start_time),
@@ -256,14 +281,23 @@ class Monitor:
         })
         if o.tags:
             varz["tags"] = list(o.tags)
+        if self.system_account:
+            varz["system_account"] = self.system_account
         varz.update({
-            "system_account": self.system_account,
             "slow_consumer_stats": {"clients": slow, "routes": 0, "gateways": 0, "leafs": 0},
             "stale_connection_stats": {"clients": stale, "routes": 0, "gateways": 0,
                                        "leafs": 0},
             # No JetStream, so no disk I/O semaphore: Go reports zeros then.
             "disk_io_wait_stats": {"waiters": 0, "waits": 0, "wait_time": 0,
                                    "max_wait_time": 0},
+        })
+        if tls_config is not None:
+            from natsx.server.tls import cert_not_after
+
+            not_after = cert_not_after(tls_config)
+            if not_after:
+                varz["tls_cert_not_after"] = rfc3339(not_after)
+        varz.update({
             # natsx extensions: the worker count, each worker's pid by index (0 when it did
             # not answer) and each worker's share of the counters.
             "workers": len(self.links),
@@ -278,7 +312,7 @@ class Monitor:
         if not running:
             return {}
         stats, _ = self._jetstream_numbers(running)
-        return {"config": self._jetstream_config(True), "stats": stats}
+        return {"config": self._jetstream_config(running), "stats": stats}
 
     @staticmethod
     def _worker_stat(index: int, part: dict | None) -> dict:
@@ -435,8 +469,9 @@ class Monitor:
         self.count("/accountz")
         acc = q.get("acc") or ""
         accounts = await self._account_parts()
-        out = {"server_id": self.server_id, "now": self._now(),
-               "system_account": self.system_account}
+        out = {"server_id": self.server_id, "now": self._now()}
+        if self.system_account:
+            out["system_account"] = self.system_account
         if not acc:
             out["accounts"] = sorted(accounts)
             return out
@@ -454,12 +489,29 @@ class Monitor:
                        "subscriptions": a["num_subscriptions"]})
         # Empty exports and imports are left out, as omitempty leaves them out.
         config = (self.options.accounts or {}).get(acc)
+        exports, imports = [], []
         if config is not None:
             exports, imports = account_exports(config), account_imports(config)
-            if exports:
-                detail["exports"] = exports
-            if imports:
-                detail["imports"] = imports
+        # Go's ExtMap of the account's subject mappings (the top-level block is $G's).
+        from natsx.server.mapping import build, ext_map
+
+        try:
+            spec = (self.options.mappings or ()) if acc == "$G" else ()
+            mappings = ext_map(build(spec + tuple(getattr(config, "mappings", ()) or ())))
+        except ValueError:
+            mappings = {}
+        if mappings:
+            detail["mappings"] = mappings
+        if self.system_account and acc != self.system_account:
+            # Every other account imports the system account's own services (Go:
+            # registerSystemImports; natsx.server.system serves them).
+            from natsx.server.system import system_imports
+
+            imports = system_imports(acc, self.system_account) + imports
+        if exports:
+            detail["exports"] = exports
+        if imports:
+            detail["imports"] = imports
         detail["sublist_stats"] = stats
         out["account_detail"] = detail
         return out
@@ -512,7 +564,10 @@ class Monitor:
         out = dict(stats, server_id=self.server_id, now=self._now())
         if not running:
             out["disabled"] = True
-        out["config"] = self._jetstream_config(bool(running))
+        out["config"] = self._jetstream_config(running)
+        if running:
+            # Go's JSLimitOpts (a pointer: present, maybe empty, whenever JetStream runs).
+            out["limits"] = running[0].get("limits") or {}
         out.update(totals)
         return out
 
@@ -534,7 +589,13 @@ class Monitor:
             totals["total"] = stats["accounts"]
         return stats, totals
 
-    def _jetstream_config(self, running: bool) -> dict:
+    def _jetstream_config(self, running: list[dict]) -> dict:
+        """Go's JetStreamConfig: every worker resolves the same ``jetstream {}`` block
+        (natsx.jetstream.settings), so the first running worker's is the server's; zero
+        limits without JetStream, as Go's empty struct."""
+        for part in running:
+            if part.get("config"):
+                return dict(part["config"])
         config = {"max_memory": 0, "max_storage": 0}
         if running and self.options.store_dir:
             # Go reports the directory it stores in: the configured one plus "jetstream".

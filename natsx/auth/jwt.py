@@ -63,7 +63,7 @@ __all__ = [
     "is_revoked", "is_valid_subject", "trusted_keys", "verify_account", "account_signers",
     "authorize_user", "expand_user_template", "check_activation", "validate_src", "validate_times",
     "parse_decorated_jwt", "parse_decorated_seed", "parse_creds", "decorate_jwt", "decorate_seed",
-    "format_user_creds",
+    "format_user_creds", "decode_generic",
 ]
 
 #: A limit of -1 means unlimited (jwt.NoLimit).
@@ -1727,3 +1727,41 @@ def format_user_creds(token: str, seed: str | bytes) -> str:
     if not _as_text(seed).strip().startswith("SU"):
         raise CredsError("nkey seed is not an user seed")
     return decorate_jwt(token, "user") + decorate_seed(seed)
+
+
+def decode_generic(token: str) -> tuple[str, str, dict]:
+    """Go's DecodeGeneric: any signed JWT as (subject, issuer, data), ``data`` being its
+    ``nats`` object (version 2) or its top-level fields (version 1). The signature is
+    checked against ``iss``; the claim type is not.
+
+    Raises:
+        DecodeError: malformed token.
+        SignatureError: the signature does not verify with ``iss``.
+    """
+    if not isinstance(token, str):
+        raise DecodeError("token must be a string")
+    chunks = token.split(".")
+    if len(chunks) != 3:
+        raise DecodeError("expected 3 chunks")
+    header = _parse_json_segment(chunks[0])
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg.lower() not in (ALGORITHM_NKEY_V1, ALGORITHM_NKEY):
+        raise DecodeError(f"unexpected {alg!r} algorithm")
+    body = _parse_json_segment(chunks[1])
+    sig = _b64url_decode(chunks[2])
+    v1 = alg.lower() == ALGORITHM_NKEY_V1
+    signed = chunks[1] if v1 else f"{chunks[0]}.{chunks[1]}"
+    issuer, subject = body.get("iss"), body.get("sub")
+    if not isinstance(issuer, str) or not isinstance(subject, str):
+        raise DecodeError("invalid JSON")
+    try:
+        key = nkeys.KeyPair.from_public_key(issuer)
+    except nkeys.NkeysError:
+        raise SignatureError(f"claim failed V{1 if v1 else 2} signature verification") from None
+    if not key.verify(signed.encode("ascii"), sig):
+        raise SignatureError(f"claim failed V{1 if v1 else 2} signature verification")
+    nats = body.get("nats")
+    data = dict(nats) if isinstance(nats, dict) else {
+        k: v for k, v in body.items() if k not in ("jti", "iat", "iss", "name", "sub", "exp",
+                                                   "nbf", "aud")}
+    return subject, issuer, data

@@ -103,8 +103,12 @@ class Identity:
 ANONYMOUS = Identity()
 
 
-def _type_allowed(types: frozenset | None) -> bool:
-    return not types or CLIENT_CONNECTION_TYPE in types
+def _type_allowed(types: frozenset | None, conn=None) -> bool:
+    if not types:
+        return True
+    # A WebSocket client (natsx.server.websocket) is Go's ConnectionTypeWebsocket.
+    kind = "WEBSOCKET" if getattr(conn, "ws", None) is not None else CLIENT_CONNECTION_TYPE
+    return kind in types
 
 
 def _str(connect: dict, key: str) -> str:
@@ -125,8 +129,13 @@ class Authenticator:
         self.token = options.authorization
         self.no_auth_user = getattr(options, "no_auth_user", "")
         self.timeout = options.auth_timeout
-        self.required = bool(self.users or self.nkeys or self.username or self.token)
-        self.nonce_required = bool(self.nkeys)
+        # verify_and_map: the user comes from the client certificate (natsx.auth.certmap)
+        self.tls_map = bool(getattr(options, "tls_map", False))
+        # Operator mode (natsx.server.operator): every client signs the nonce with its JWT.
+        operator = bool(getattr(options, "operator_mode", False))
+        self.required = bool(self.users or self.nkeys or self.username or self.token
+                             or operator)
+        self.nonce_required = bool(self.nkeys) or operator
         self._compiled: dict[Permissions, PermissionSet] = {}
 
     def permission_set(self, perms: Permissions) -> PermissionSet:
@@ -154,7 +163,7 @@ class Authenticator:
                 nkey = no_auth
             if nkey:
                 found = self.nkeys.get(nkey)
-                if found is None or not _type_allowed(found.allowed_connection_types):
+                if found is None or not _type_allowed(found.allowed_connection_types, conn):
                     return None
                 if nkey != no_auth:
                     sig = _str(connect, "sig")
@@ -162,13 +171,19 @@ class Authenticator:
                     if not sig or not nonce or not verify_signature(nkey, nonce, sig):
                         return None
                 return Identity(nkey, found.permissions, found.account)
+        if self.users and self.tls_map:
+            found = self._map_certificate(conn)
+            # Go compares the password even then: a mapped user without one needs none.
+            if found is None or not compare_passwords(found.password, password):
+                return None
+            return Identity(found.username, found.permissions, found.account)
         if self.users:
             if no_auth and anonymous and no_auth in self.users:
                 bound = self.users[no_auth]
                 user, password = bound.username, bound.password
             if user:
                 found = self.users.get(user)
-                if found is None or not _type_allowed(found.allowed_connection_types):
+                if found is None or not _type_allowed(found.allowed_connection_types, conn):
                     return None
                 if not compare_passwords(found.password, password):
                     return None
@@ -181,8 +196,21 @@ class Authenticator:
             return Identity(user)
         return None
 
+    def _map_certificate(self, conn) -> User | None:
+        """The user the client's certificate names (Go: checkClientTLSCertSubject)."""
+        certs = getattr(conn, "tls_peer_certs", None)
+        if not certs:
+            return None
+        from natsx.auth.certmap import map_user
+
+        allowed = {name: u for name, u in self.users.items()
+                   if _type_allowed(u.allowed_connection_types)}
+        return map_user(certs[0], allowed.get, allowed.items())
+
     def plaintext_passwords(self) -> bool:
         """Go's checkAuthforWarnings: any password stored in clear."""
         if self.password and not is_bcrypt(self.password):
             return True
-        return any(not is_bcrypt(u.password) for u in self.users.values())
+        # Users without a password are certificate identities under verify_and_map.
+        return any(not is_bcrypt(u.password) for u in self.users.values()
+                   if u.password or not self.tls_map)

@@ -26,7 +26,7 @@ import attrs
 
 from natsx import __version__
 from natsx._speedups import load
-from natsx.bench import report, selftest, workloads
+from natsx.bench import placement, report, selftest, workloads
 from natsx.bench.conn import DEFAULT_URL, BenchError, ConnectOptions, Connection
 from natsx.bench.results import Run
 from natsx.bench.servers import ServerProcess, find_go, find_natsx
@@ -53,6 +53,7 @@ examples:
   natsx-bench pub pubsub --size 16 --duration 2
   natsx-bench reqrep --url nats://127.0.0.1:4222 --msgs 100000
   natsx-bench all --compare --workers-natsx 2 --reps 3 --json results.json
+  natsx-bench pubsub reqrep --compare --workers-natsx 2 --placement same,cross
 """
 
 
@@ -82,6 +83,15 @@ def parse_windows(text: str) -> tuple[int, ...]:
     if not ws or min(ws) < 1:
         raise argparse.ArgumentTypeError("windows must be >= 1")
     return ws
+
+
+def parse_placements(text: str) -> tuple[str, ...]:
+    modes = tuple(m.strip() for m in text.split(",") if m.strip())
+    bad = [m for m in modes if m not in placement.MODES]
+    if not modes or bad:
+        raise argparse.ArgumentTypeError(
+            f"placement must be a list of {', '.join(placement.MODES)}: {text!r}")
+    return tuple(dict.fromkeys(modes))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--timeout", type=float, default=5.0, metavar="S",
                    help="fail when nothing arrives for this long (default: 5)")
     w.add_argument("--pure", action="store_true", help="use the pure-Python client (slow; for checks)")
+    w.add_argument("--placement", type=parse_placements, default=("any",), metavar="MODE[,MODE...]",
+                   help="pubsub/fanout/queue/reqrep: put both sides on the same server worker "
+                        "(same), on different workers (cross) or let the kernel decide (any); "
+                        "one phase per mode (default: any)")
+    w.add_argument("--server-workers", type=int, metavar="N",
+                   help="the worker count of the server at --url, for --placement "
+                        "(with --compare: --workers-natsx for natsx, 1 for Go)")
     m = p.add_argument_group("compare")
     m.add_argument("--compare", action="store_true", help="start natsx and the Go nats-server and compare them")
     m.add_argument("--natsx", metavar="PATH", help="natsx command (default: natsx next to this Python)")
@@ -182,6 +199,7 @@ def config_from(args: argparse.Namespace) -> workloads.BenchConfig:
         verify=args.verify,
         timeout=args.timeout,
         pure=True if args.pure else None,
+        server_workers=args.server_workers or 1,
     )
 
 
@@ -222,8 +240,24 @@ def server_info(cfg: workloads.BenchConfig) -> dict:
         conn.close()
 
 
-def run_one(workload: str, cfg: workloads.BenchConfig, server: str, rep: int, info: dict, progress: Progress) -> Run:
-    run = Run(workload=workload, server=server, url=cfg.connect.url, rep=rep, server_info=info)
+def plan(names: Sequence[str], placements: Sequence[str]) -> list[tuple[str, str]]:
+    """(workload, placement) pairs in run order: placed workloads once per placement."""
+    out = []
+    for w in names:
+        for p in (placements if w in workloads.PLACED_WORKLOADS else ("any",)):
+            out.append((w, p))
+    return out
+
+
+def run_label(workload: str, place: str) -> str:
+    return workload if place == "any" else f"{workload}@{place}"
+
+
+def run_one(workload: str, cfg: workloads.BenchConfig, server: str, rep: int, info: dict,
+            progress: Progress, place: str = "any") -> Run:
+    cfg = attrs.evolve(cfg, placement=place)
+    run = Run(workload=run_label(workload, place), server=server, url=cfg.connect.url, rep=rep,
+              server_info=info)
     progress.begin()
     try:
         run.phases = workloads.run(workload, cfg, progress)
@@ -245,9 +279,10 @@ def _single(args, cfg, names, progress, show) -> tuple[list[Run], dict]:
     info = server_info(cfg)
     servers = {"server": {"url": cfg.connect.url, "info": info}}
     runs = []
-    for w in names:
+    for w, place in plan(names, args.placement):
         for rep in range(args.reps or 1):
-            run = run_one(w, cfg, "server", rep if (args.reps or 1) > 1 else 0, info, progress)
+            run = run_one(w, cfg, "server", rep if (args.reps or 1) > 1 else 0, info, progress,
+                          place)
             runs.append(run)
             _say(report.render_run(run) + "\n", show)
     return runs, servers
@@ -258,8 +293,11 @@ def _compare(args, cfg, names, progress, show) -> tuple[list[Run], dict]:
     if not go:
         raise BenchError("no Go nats-server found: install it or pass --go PATH")
     js = any(w in workloads.JS_WORKLOADS for w in names)
-    natsx = ServerProcess("natsx", find_natsx(args.natsx), jetstream=js, workers=args.workers_natsx or os.cpu_count())
+    nworkers = args.workers_natsx or os.cpu_count() or 1
+    natsx = ServerProcess("natsx", find_natsx(args.natsx), jetstream=js, workers=nworkers)
     gosrv = ServerProcess("go", [go], jetstream=js)
+    # How many workers each server runs, for --placement: Go is one process.
+    server_workers = {"natsx": nworkers, "go": 1}
     reps = args.reps or 3
     runs: list[Run] = []
     try:
@@ -272,14 +310,20 @@ def _compare(args, cfg, names, progress, show) -> tuple[list[Run], dict]:
             s.name: {"url": s.url, "command": s.argv(), "info": infos[s.name]} for s in (natsx, gosrv)
         }
         _say(
-            f"natsx: {' '.join(natsx.argv())}\ngo:    {' '.join(gosrv.argv())}\n", show
+            f"natsx: {' '.join(natsx.argv())}\ngo:    {' '.join(gosrv.argv())}", show
         )
-        for w in names:
+        placed = [p for p in args.placement if p != "any"]
+        if placed and any(w in workloads.PLACED_WORKLOADS for w in names):
+            _say(f"placement: {', '.join(args.placement)} on natsx's {nworkers} workers; "
+                 "the Go server is one process, so placement is a no-op there", show)
+        _say("", show)
+        for w, place in plan(names, args.placement):
             for rep in range(reps):
                 order = (natsx, gosrv) if rep % 2 == 0 else (gosrv, natsx)
                 for srv in order:
-                    scfg = attrs.evolve(cfg, connect=attrs.evolve(cfg.connect, url=srv.url))
-                    run = run_one(w, scfg, srv.name, rep, infos[srv.name], progress)
+                    scfg = attrs.evolve(cfg, connect=attrs.evolve(cfg.connect, url=srv.url),
+                                        server_workers=server_workers[srv.name])
+                    run = run_one(w, scfg, srv.name, rep, infos[srv.name], progress, place)
                     runs.append(run)
                     if args.verbose:
                         _say(report.render_run(run) + "\n", show)
@@ -288,7 +332,8 @@ def _compare(args, cfg, names, progress, show) -> tuple[list[Run], dict]:
                             ([run.error] if run.error else []) + [e for p in run.phases for e in p.errors]
                         )
                         rates = "  ".join(f"{p.label} {report.fmt_short(p.headline())}/s" for p in run.phases)
-                        _say(f"{w:<8} rep {rep + 1}/{reps}  {srv.name:<5}  {rates}  {status}", show)
+                        _say(f"{run.workload:<8} rep {rep + 1}/{reps}  {srv.name:<5}  {rates}  {status}",
+                             show)
     finally:
         for srv in (natsx, gosrv):
             srv.stop()
@@ -340,6 +385,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = config_from(args)
     if cfg.msgs <= 0 and cfg.duration <= 0:
         parser.error("give a bound: --msgs N or --duration S > 0")
+    if (not args.compare and any(p != "any" for p in args.placement)
+            and args.server_workers is None):
+        parser.error("--placement same/cross needs --server-workers N (the worker count of "
+                     "the server at --url), or --compare")
     progress = Progress(enabled=not args.quiet and sys.stderr.isatty())
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     bc = load("benchclient", pure=cfg.pure)

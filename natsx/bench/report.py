@@ -44,7 +44,7 @@ def _describe(p: Phase) -> str:
         ("pubs", "pubs"), ("subs", "subs"), ("requesters", "requesters"), ("repliers", "repliers"),
         ("inflight", "in flight"), ("clients", "clients"), ("window", "window"),
         ("fetchers", "fetchers"), ("batch", "batch"), ("ack", "ack"), ("storage", "storage"),
-        ("keys", "keys"), ("queue", "queue group"),
+        ("keys", "keys"), ("queue", "queue group"), ("placement", "placement"),
     ):
         if q.get(key) not in (None, ""):
             bits.append(f"{label} {q[key]}")

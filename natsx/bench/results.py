@@ -97,6 +97,7 @@ class Phase:
     checks: list[str] = attrs.field(factory=list)
     errors: list[str] = attrs.field(factory=list)
     params: dict = attrs.field(factory=dict)
+    placement: str = ""   # "same"/"cross" when the phase was placed (natsx.bench.placement)
 
     @property
     def ok(self) -> bool:
@@ -104,7 +105,8 @@ class Phase:
 
     @property
     def label(self) -> str:
-        return self.workload if self.name == self.workload else f"{self.workload}/{self.name}"
+        base = self.workload if self.name == self.workload else f"{self.workload}/{self.name}"
+        return f"{base}@{self.placement}" if self.placement else base
 
     def combined(self) -> Sample | None:
         """Publishers and subscribers together, the ``Pub/Sub stats`` line of nats bench."""
@@ -125,6 +127,7 @@ class Phase:
             "workload": self.workload,
             "phase": self.name,
             "kind": self.kind,
+            "placement": self.placement or "any",
             "size": self.size,
             "params": self.params,
             "headline_msgs_per_sec": self.headline(),

@@ -9,6 +9,11 @@ works out how many messages each receiver must get, waits for them (or for the s
 timeout), stops the receivers and checks the counts. A workload returns ``Phase``
 objects; a count that does not add up is an error in the phase, never silently a rate.
 
+Placement: with ``placement`` same or cross (natsx.bench.placement), the workloads with
+two sides open their receiving connections (subscribers, repliers) first and their
+sending ones after, each through the ``Placer``, and label the phase ``workload@mode``
+with where the connections went.
+
 Bounds: ``msgs`` is the total over all senders (split as evenly as possible, the first
 senders taking the remainder, like ``nats bench``) and ``duration`` a wall-clock limit
 on sending; whichever comes first ends the phase, and 0 means no bound of that kind.
@@ -41,9 +46,12 @@ from natsx.bench import loops
 from natsx.bench.conn import ApiError, BenchError, ConnectOptions, Connection, new_inbox
 from natsx.bench.histogram import Histogram
 from natsx.bench.loops import UNBOUNDED, Client, now_ns
+from natsx.bench.placement import RECEIVER, SENDER, Placer
 from natsx.bench.results import Phase, Sample
 
 WORKLOADS = ("pub", "pubsub", "fanout", "queue", "reqrep", "js-pub", "js-pull", "kv")
+#: Workloads with a sending and a receiving side, which ``placement`` applies to.
+PLACED_WORKLOADS = ("pubsub", "fanout", "queue", "reqrep")
 JS_WORKLOADS = ("js-pub", "js-pull", "kv")
 GROUPS = {
     "all": WORKLOADS,
@@ -80,6 +88,8 @@ class BenchConfig:
     verify: bool = False
     timeout: float = 5.0
     pure: bool | None = None
+    placement: str = "any"
+    server_workers: int = 1
 
 
 def split(total: int, n: int) -> list[int]:
@@ -105,11 +115,26 @@ class _Run:
     clients: list[Client] = attrs.field(factory=list)
     threads: list[threading.Thread] = attrs.field(factory=list)
     t0: float = attrs.field(factory=time.monotonic)
+    placer: Placer | None = None
 
-    def connect(self, name: str) -> Connection:
-        conn = Connection.open(self.cfg.connect, f"natsx-bench {name}")
+    def connect(self, name: str, side: str | None = None) -> Connection:
+        """A connection named ``name``; ``side`` (RECEIVER/SENDER) places it on a worker."""
+        def opener() -> Connection:
+            return Connection.open(self.cfg.connect, f"natsx-bench {name}")
+
+        if side is not None and self.placer is not None:
+            conn = self.placer.open(opener, side)
+        else:
+            conn = opener()
         self.conns.append(conn)
         return conn
+
+    def placed(self, phase: Phase) -> Phase:
+        """Records where the phase's connections went (a ``placement`` other than any)."""
+        if self.placer is not None and self.cfg.placement != "any":
+            phase.placement = self.cfg.placement
+            phase.params["placement"] = self.placer.describe()
+        return phase
 
     def client(self, conn: Connection, role: str, **fc_options) -> Client:
         c = Client(conn=conn, fc=self.bc.FrameCounter(**fc_options), role=role)
@@ -184,7 +209,13 @@ def run(
         fn = _WORKLOADS[workload]
     except KeyError:
         raise BenchError(f"unknown workload {workload!r}; one of {', '.join(WORKLOADS)}") from None
-    r = _Run(cfg=cfg, bc=load("benchclient", pure=cfg.pure), progress=progress, label=workload)
+    placer = None
+    if workload in PLACED_WORKLOADS:
+        placer = Placer(cfg.placement, cfg.server_workers)
+    elif cfg.placement != "any":
+        raise BenchError(f"placement applies to {', '.join(PLACED_WORKLOADS)}, not {workload}")
+    r = _Run(cfg=cfg, bc=load("benchclient", pure=cfg.pure), progress=progress, label=workload,
+             placer=placer)
     try:
         return fn(r)
     finally:
@@ -207,7 +238,7 @@ def _publishers(r: _Run, n: int) -> tuple[list[Client], list]:
     headers = BENCH_HEADERS if cfg.headers else None
     clients, builders = [], []
     for i in range(n):
-        conn = r.connect(f"pub {i}")
+        conn = r.connect(f"pub {i}", SENDER)
         clients.append(r.client(conn, f"pub {i}"))
         builders.append(r.bc.PubBuilder(cfg.subject.encode(), cfg.size, headers=headers, pub_id=i))
     return clients, builders
@@ -244,7 +275,7 @@ def _wildcard_forms(subject: str) -> list[str]:
 
 def _pubsub(r: _Run, workload: str, npubs: int, nsubs: int, sub_subjects: list[str], queue: str | None) -> list[Phase]:
     cfg = r.cfg
-    sub_conns = [r.connect(f"sub {j}") for j in range(nsubs)]
+    sub_conns = [r.connect(f"sub {j}", RECEIVER) for j in range(nsubs)]
     for conn, subj in zip(sub_conns, sub_subjects):
         conn.subscribe(subj, queue)
     for conn in sub_conns:
@@ -279,7 +310,7 @@ def _pubsub(r: _Run, workload: str, npubs: int, nsubs: int, sub_subjects: list[s
         _check_each(phase, subs, published, track, complete)
     else:
         _check_queue(phase, subs, published, track)
-    return [phase]
+    return [r.placed(phase)]
 
 
 def _check_each(phase: Phase, subs: list[Client], published: int, track: int, complete: bool) -> None:
@@ -397,12 +428,12 @@ def _reqrep(r: _Run) -> list[Phase]:
     nrep = cfg.subs or 1
     window = max(1, cfg.inflight)
     queue = QUEUE_GROUP if nrep > 1 else None
-    rep_conns = [r.connect(f"replier {j}") for j in range(nrep)]
+    rep_conns = [r.connect(f"replier {j}", RECEIVER) for j in range(nrep)]
     for conn in rep_conns:
         conn.subscribe(cfg.subject, queue)
     for conn in rep_conns:
         conn.flush()
-    req_conns = [r.connect(f"requester {i}") for i in range(nreq)]
+    req_conns = [r.connect(f"requester {i}", SENDER) for i in range(nreq)]
     inboxes = [new_inbox() for _ in req_conns]
     for conn, inbox in zip(req_conns, inboxes):
         conn.subscribe(inbox + ".*")
@@ -446,7 +477,7 @@ def _reqrep(r: _Run) -> list[Phase]:
     served = sum(c.fc.msgs for c in reps)
     if served != served_target:
         phase.errors.append(f"repliers saw {_fmt(served)} requests for {_fmt(served_target)} sent")
-    return [phase]
+    return [r.placed(phase)]
 
 
 # -- JetStream -------------------------------------------------------------------------
@@ -587,7 +618,6 @@ def _js_pub(r: _Run) -> list[Phase]:
 
 def _js_pull(r: _Run) -> list[Phase]:
     cfg = r.cfg
-    bc = r.bc
     ctl = r.connect("control")
     _require_jetstream(ctl, cfg.timeout)
     _create_stream(ctl, cfg, cfg.stream, [cfg.subject])

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from typing import TYPE_CHECKING
 
 from natsx.jetstream import consumer as consumer_mod
+from natsx.jetstream import snapshot as snapshot_mod
+from natsx.jetstream import strict
 from natsx.jetstream import stream as stream_mod
 from natsx.jetstream.errors import ApiError, error
 from natsx.jetstream.util import add_headers, parse_rfc3339, rfc3339, subjects_collide
@@ -26,6 +29,8 @@ from natsx.storage import StoreError
 
 if TYPE_CHECKING:
     from natsx.jetstream.manager import Account
+
+log = logging.getLogger("natsx")
 
 T = "io.nats.jetstream.api.v1."
 API_LEVEL = 1
@@ -42,7 +47,12 @@ SUBJECTS = [s.encode() for s in (
     "$JS.API.CONSUMER.DURABLE.CREATE.*.*", "$JS.API.CONSUMER.NAMES.*",
     "$JS.API.CONSUMER.LIST.*", "$JS.API.CONSUMER.INFO.*.*", "$JS.API.CONSUMER.DELETE.*.*",
     "$JS.API.CONSUMER.PAUSE.*.*", "$JS.API.CONSUMER.LEADER.STEPDOWN.*.*",
+    "$JS.API.STREAM.SNAPSHOT.*", "$JS.API.STREAM.RESTORE.*",
 )]
+
+# The connection whose request is being handled (for advisories' client info), and its subject.
+_publisher = None
+_subject = ""
 
 _PAGED_ERROR = {"total": 0, "offset": 0, "limit": 0}
 
@@ -55,7 +65,9 @@ def _dumps(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":")).translate(_GO_ESCAPES).encode()
 
 
-def _request(payload: bytes, empty_ok: bool = True) -> dict:
+def _request(payload: bytes, account=None, kind: str = "") -> dict:
+    """The request's JSON object; with ``strict`` (the default) a field Go's request struct
+    ``kind`` does not have is refused (natsx.jetstream.strict)."""
     if not payload or not payload.strip():
         return {}
     try:
@@ -64,7 +76,27 @@ def _request(payload: bytes, empty_ok: bool = True) -> dict:
         raise error("JSInvalidJSONErr", err=str(exc)) from None
     if not isinstance(req, dict):
         raise error("JSInvalidJSONErr", err="json: cannot unmarshal into Go value")
+    if kind:
+        unknown = strict.unknown_field(req, strict.REQUESTS[kind])
+        if unknown is not None:
+            err = "json: unknown field " + json.dumps(unknown, ensure_ascii=False)
+            if account is not None and account.js.settings.strict:
+                raise error("JSInvalidJSONErr", err=err)
+            _warn_lenient(account, kind, err)
     return req
+
+
+_warned: set = set()
+
+
+def _warn_lenient(account, kind: str, err: str) -> None:
+    """Go's RateLimitWarnf for a request decoded leniently (``strict: false``): once per
+    distinct text (the set is bounded, so odd requests cannot grow it without end)."""
+    text = "Invalid JetStream request '%s > %s': %s" % (
+        getattr(account, "name", ""), _subject or kind, err)
+    if text not in _warned and len(_warned) < 1000:
+        _warned.add(text)
+        log.warning("%s", text)
 
 
 def _stream(account: "Account", name: str):
@@ -82,23 +114,26 @@ def _others(account: "Account", name: str) -> list:
 
 def account_info(account, tokens, reply, hdr, payload):
     streams = account.streams.values()
-    return "account_info_response", {
+    out = {
         "memory": account.usage("memory"),
         "storage": account.usage("file"),
-        "reserved_memory": 0,
-        "reserved_storage": 0,
+        "reserved_memory": account.reserved("memory"),
+        "reserved_storage": account.reserved("file"),
         "streams": len(account.streams),
         "consumers": sum(len(s.consumers) for s in streams),
         "limits": account.limits.to_json(),
-        # Level 1 is the 2.11 API: per-message TTLs, subject delete markers, consumer pause.
-        "api": {"level": API_LEVEL, "total": account.api_total, "errors": account.api_errors},
     }
+    if account.js.domain:
+        out["domain"] = account.js.domain
+    # Level 1 is the 2.11 API: per-message TTLs, subject delete markers, consumer pause.
+    out["api"] = {"level": API_LEVEL, "total": account.api_total, "errors": account.api_errors}
+    return "account_info_response", out
 
 
 # ------------------------------------------------------------------------------------- streams
 
 def stream_create(account, tokens, reply, hdr, payload):
-    req = _request(payload)
+    req = _request(payload, account, "stream_config")
     pedantic = bool(req.pop("pedantic", False))
     cfg = stream_mod.decode_config(req)
     name = tokens[4]
@@ -120,19 +155,23 @@ def stream_create(account, tokens, reply, hdr, payload):
             raise error("JSStreamNameExistErr")
         stream = existing
     else:
+        if 0 < account.limits.max_streams <= len(account.streams):
+            raise error("JSMaximumStreamsLimitErr")
+        account.limits.check_reservation(cfg)
         try:
             stream = account.create_stream(cfg)
         except ApiError:
             raise
         except Exception as exc:
             raise error("JSStreamCreateErrF", err=str(exc)) from None
+        account.js.events.stream_action(account.name, name, "create")
     info = stream.info()
     info["did_create"] = True
     return "stream_create_response", info
 
 
 def stream_update(account, tokens, reply, hdr, payload):
-    req = _request(payload)
+    req = _request(payload, account, "stream_config")
     pedantic = bool(req.pop("pedantic", False))
     cfg = stream_mod.decode_config(req)
     name = tokens[4]
@@ -141,7 +180,10 @@ def stream_update(account, tokens, reply, hdr, payload):
     stream = _stream(account, name)
     new = stream_mod.check_update(stream.cfg, cfg, pedantic=pedantic,
                                   others=_others(account, name), limits=account.limits)
+    if new.get("max_bytes", -1) != stream.cfg.get("max_bytes", -1):
+        account.limits.check_reservation(new, exclude=name)
     account.update_stream(stream, new)
+    account.js.events.stream_action(account.name, name, "modify")
     return "stream_update_response", stream.info()
 
 
@@ -157,7 +199,7 @@ def _filtered_names(account, req):
 
 
 def stream_names(account, tokens, reply, hdr, payload):
-    offset, names = _filtered_names(account, _request(payload))
+    offset, names = _filtered_names(account, _request(payload, account, "stream_names"))
     total = len(names)
     offset = min(offset, total)
     return "stream_names_response", {
@@ -166,7 +208,7 @@ def stream_names(account, tokens, reply, hdr, payload):
 
 
 def stream_list(account, tokens, reply, hdr, payload):
-    offset, names = _filtered_names(account, _request(payload))
+    offset, names = _filtered_names(account, _request(payload, account, "stream_list"))
     total = len(names)
     offset = min(offset, total)
     infos = [account.streams[n].info() for n in names[offset:offset + LIST_LIMIT]]
@@ -175,7 +217,7 @@ def stream_list(account, tokens, reply, hdr, payload):
 
 
 def stream_info(account, tokens, reply, hdr, payload):
-    req = _request(payload)
+    req = _request(payload, account, "stream_info")
     stream = _stream(account, tokens[4])
     deleted = bool(req.get("deleted_details"))
     subjects_filter = req.get("subjects_filter", "") or ""
@@ -196,11 +238,12 @@ def stream_info(account, tokens, reply, hdr, payload):
 def stream_delete(account, tokens, reply, hdr, payload):
     stream = _stream(account, tokens[4])
     account.delete_stream(stream)
+    account.js.events.stream_action(account.name, stream.name, "delete")
     return "stream_delete_response", {"success": True}
 
 
 def stream_purge(account, tokens, reply, hdr, payload):
-    req = _request(payload)
+    req = _request(payload, account, "stream_purge")
     stream = _stream(account, tokens[4])
     if stream.cfg.get("sealed"):
         raise error("JSStreamSealedErr")
@@ -214,7 +257,7 @@ def stream_purge(account, tokens, reply, hdr, payload):
 
 
 def msg_delete(account, tokens, reply, hdr, payload):
-    req = _request(payload)
+    req = _request(payload, account, "msg_delete")
     stream = _stream(account, tokens[5])
     if stream.cfg.get("sealed"):
         raise error("JSStreamSealedErr")
@@ -241,7 +284,7 @@ def _lookup(stream, req):
 
 
 def msg_get(account, tokens, reply, hdr, payload):
-    req = _request(payload)
+    req = _request(payload, account, "msg_get")
     stream = _stream(account, tokens[5])
     seq = req.get("seq", 0) or 0
     last_for, next_for = req.get("last_by_subj", ""), req.get("next_by_subj", "")
@@ -313,7 +356,7 @@ def direct_get(stream, subject: bytes, reply, hdr, payload: bytes) -> None:
 # ------------------------------------------------------------------------------------- consumers
 
 def consumer_create(account, tokens, reply, hdr, payload):
-    req = _request(payload)
+    req = _request(payload, account, "consumer_create")
     ccfg = consumer_mod.decode_config(req.get("config"))
     n = len(tokens)
     filtered = ""
@@ -366,6 +409,8 @@ def consumer_create(account, tokens, reply, hdr, payload):
         raise
     except Exception as exc:
         raise error("JSConsumerCreateErrF", err=str(exc)) from None
+    if existing is None:
+        account.js.events.consumer_action(account.name, stream.name, consumer.name, "create")
     return "consumer_create_response", consumer.info()
 
 
@@ -389,7 +434,7 @@ def consumer_delete(account, tokens, reply, hdr, payload):
 
 
 def consumer_names(account, tokens, reply, hdr, payload):
-    req = _request(payload)
+    req = _request(payload, account, "consumers")
     stream = _stream(account, tokens[4])
     names = sorted(stream.consumers)
     offset = min(max(req.get("offset", 0) or 0, 0), len(names))
@@ -399,7 +444,7 @@ def consumer_names(account, tokens, reply, hdr, payload):
 
 
 def consumer_list(account, tokens, reply, hdr, payload):
-    req = _request(payload)
+    req = _request(payload, account, "consumers")
     stream = _stream(account, tokens[4])
     names = sorted(stream.consumers)
     offset = min(max(req.get("offset", 0) or 0, 0), len(names))
@@ -409,7 +454,7 @@ def consumer_list(account, tokens, reply, hdr, payload):
 
 
 def consumer_pause(account, tokens, reply, hdr, payload):
-    req = _request(payload)
+    req = _request(payload, account, "consumer_pause")
     stream = _stream(account, tokens[4])
     c = _consumer(stream, tokens[5])
     until = req.get("pause_until") or ""
@@ -425,9 +470,42 @@ def consumer_pause(account, tokens, reply, hdr, payload):
     account._update_consumer(c, consumer_mod.ordered(cfg))
     out = {"paused": "pause_until" in cfg}
     out["pause_until"] = cfg.get("pause_until", rfc3339(0))
+    account.js.events.consumer_pause(account.name, stream.name, c.name, out["paused"],
+                                     out["pause_until"])
     if out["paused"]:
         out["pause_remaining"] = until_ns - time.time_ns()
     return "consumer_pause_response", out
+
+
+def _client(account) -> dict:
+    return client_info(_publisher, account.name, account.js.server.server_name)
+
+
+def stream_snapshot(account, tokens, reply, hdr, payload):
+    if not payload or not payload.strip():
+        raise error("JSBadRequestErr")
+    stream = _stream(account, tokens[4])
+    req = _request(payload, account, "stream_snapshot")
+    return "stream_snapshot_response", snapshot_mod.snapshot_request(
+        account, stream, req, _client(account))
+
+
+def stream_restore(account, tokens, reply, hdr, payload):
+    if not payload or not payload.strip():
+        raise error("JSBadRequestErr")
+    req = _request(payload, account, "stream_restore")
+    others = _others(account, tokens[4])
+
+    def check(cfg):
+        cfg = stream_mod.check_config(stream_mod.decode_config(cfg), others=others,
+                                      limits=account.limits)
+        if tokens[4] not in account.streams:
+            if 0 < account.limits.max_streams <= len(account.streams):
+                raise error("JSMaximumStreamsLimitErr")
+            account.limits.check_reservation(cfg)
+        return cfg
+    return "stream_restore_response", snapshot_mod.restore_request(
+        account, tokens, req, _client(account), check)
 
 
 def not_clustered(account, tokens, reply, hdr, payload):
@@ -444,6 +522,8 @@ _HANDLERS = {
     ("STREAM", "DELETE"): stream_delete,
     ("STREAM", "PURGE"): stream_purge,
     ("STREAM", "MSG"): None,
+    ("STREAM", "SNAPSHOT"): stream_snapshot,
+    ("STREAM", "RESTORE"): stream_restore,
     ("CONSUMER", "CREATE"): consumer_create,
     ("CONSUMER", "DURABLE"): consumer_create,
     ("CONSUMER", "NAMES"): consumer_names,
@@ -465,10 +545,14 @@ _RESPONSE_TYPES = {
     consumer_names: "consumer_names_response", consumer_list: "consumer_list_response",
     consumer_info: "consumer_info_response", consumer_delete: "consumer_delete_response",
     consumer_pause: "consumer_pause_response", account_info: "account_info_response",
+    stream_snapshot: "stream_snapshot_response", stream_restore: "stream_restore_response",
 }
 _STEPDOWN_TYPES = {"STREAM": "stream_leader_stepdown_response",
                    "CONSUMER": "consumer_leader_stepdown_response"}
+_RESERVING = {stream_create, stream_update, stream_delete, stream_restore}
 _PAGED = {stream_info, stream_names, stream_list, consumer_names, consumer_list}
+_PAGED_LIST = {stream_names: "streams", stream_list: "streams", consumer_names: "consumers",
+               consumer_list: "consumers"}
 
 
 def _handler(tokens):
@@ -480,12 +564,53 @@ def _handler(tokens):
     return _HANDLERS.get(key)
 
 
-def dispatch(account: "Account", subject: bytes, reply, hdr, payload: bytes) -> None:
+def client_info(publisher, account: str, server_name: str) -> dict:
+    """Go's ClientInfo.forAdvisory of the connection that sent a request."""
+    conn = getattr(publisher, "conn", None)
+    ci: dict = {}
+    start = getattr(conn, "start", None)
+    if isinstance(start, float):
+        ci["start"] = rfc3339(int(start * 1e9))
+    if getattr(conn, "ip", ""):
+        ci["host"] = conn.ip
+    if isinstance(getattr(conn, "cid", None), int):
+        ci["id"] = conn.cid
+    ci["acc"] = account
+    for key, attr in (("user", "user"), ("name", "name"), ("lang", "lang"), ("ver", "version")):
+        value = getattr(conn, attr, "")
+        if isinstance(value, str) and value:
+            ci[key] = value
+    rtt = getattr(conn, "rtt", 0.0)
+    if isinstance(rtt, float) and rtt:
+        ci["rtt"] = int(rtt * 1e9)
+    ci["server"] = server_name
+    if isinstance(getattr(conn, "cid", None), int):
+        ci["kind"] = "Client"
+        ci["client_type"] = "nats"
+    return ci
+
+
+def dispatch(account: "Account", subject: bytes, reply, hdr, payload: bytes,
+             publisher=None) -> None:
     """Run one API request and queue its response."""
     tokens = subject.decode("utf-8", "surrogateescape").split(".")
+    if len(tokens) > 3 and tokens[1] != "API" and tokens[2] == "API":
+        # $JS.<domain>.API.> (Go maps it onto $JS.API.>).
+        domain = account.js.domain
+        if tokens[1] != domain:
+            return
+        tokens = [tokens[0]] + tokens[2:]
+        subject = ".".join(tokens).encode("utf-8", "surrogateescape")
+        if _handler(tokens) is None and account.enabled:
+            # Not a request this module answers (MSG.NEXT, DIRECT.GET...): route it on.
+            account.js.send(account.name, subject, reply, payload or b"", hdr=hdr)
+            return
     handler = _handler(tokens)
     if handler is None:
         return
+    global _publisher, _subject
+    _publisher = publisher
+    _subject = subject.decode("utf-8", "replace")
     if handler is not_clustered:
         rtype = _STEPDOWN_TYPES[tokens[2]]
         if tokens[3] == "PEER":
@@ -493,6 +618,8 @@ def dispatch(account: "Account", subject: bytes, reply, hdr, payload: bytes) -> 
     else:
         rtype = _RESPONSE_TYPES[handler]
     try:
+        if not account.enabled:
+            raise error("JSNotEnabledForAccountErr")
         rtype, body = handler(account, tokens, reply, hdr, payload or b"")
         response = {"type": T + rtype}
         response.update(body)
@@ -501,7 +628,26 @@ def dispatch(account: "Account", subject: bytes, reply, hdr, payload: bytes) -> 
         response = {"type": T + rtype, "error": exc.to_json()}
         if handler in _PAGED:
             response.update(_PAGED_ERROR)
+            # Go's response structs: these lists have no omitempty.
+            extra = _PAGED_LIST.get(handler)
+            if extra:
+                response[extra] = None
+    if handler in _RESERVING:
+        # What the stream's max_bytes reserves now, for every worker to see (a reservation
+        # that failed half way, or a create that failed, is let go of here).
+        account.js.server_limits.publish()
     # Counted as the response goes out (Go: sendAPIResponse), so INFO does not count itself.
     account.api_total += 1
+    data = _dumps(response)
     if reply:
-        account.js.send(account.name, reply, None, _dumps(response))
+        account.js.send(account.name, reply, None, data)
+    send_audit(account, subject, payload, data, publisher)
+
+
+def send_audit(account, subject: bytes, request: bytes, response: bytes, publisher) -> None:
+    """Go's sendJetStreamAPIAuditAdvisory (only built when someone listens)."""
+    js = account.js
+    if js.has_interest(account.name, b"$JS.EVENT.ADVISORY.API"):
+        js.events.api_audit(account.name, subject.decode("utf-8", "replace"), request or b"",
+                            response, client_info(publisher, account.name,
+                                                  js.server.server_name))

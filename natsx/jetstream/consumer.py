@@ -175,11 +175,20 @@ def set_defaults(cfg: dict, stream_cfg: dict, limits, pedantic: bool = False) ->
         cfg["max_ack_pending"] = climits.get("max_ack_pending", 0)
     if not cfg.get("inactive_threshold"):
         cfg["inactive_threshold"] = climits.get("inactive_threshold", 0)
+    srv = getattr(limits, "server", None)
     if not cfg.get("max_ack_pending") and ack != "none":
         mp = DEFAULT_MAX_ACK_PENDING
+        if srv is not None and 0 < srv.max_ack_pending < mp:
+            mp = srv.max_ack_pending
         if limits is not None and 0 < limits.max_ack_pending < mp:
             mp = limits.max_ack_pending
         cfg["max_ack_pending"] = mp
+    if srv is not None and not cfg.get("deliver_subject") and not cfg.get("max_batch") \
+            and srv.max_request_batch > 0:
+        if pedantic:
+            raise error("JSPedanticErrF",
+                        err="max_request_batch must be set if it's JetStream limits are set")
+        cfg["max_batch"] = srv.max_request_batch
 
 
 def check_config(cfg: dict, stream_cfg: dict, limits=None) -> None:
@@ -241,6 +250,13 @@ def check_config(cfg: dict, stream_cfg: dict, limits=None) -> None:
         me = cfg.get("max_expires") or 0
         if me and me < 1_000_000:
             raise error("JSConsumerMaxRequestExpiresTooSmall")
+    srv = getattr(limits, "server", None)
+    if srv is not None:
+        if not cfg.get("deliver_subject") and \
+                0 < srv.max_request_batch < (cfg.get("max_batch") or 0):
+            raise error("JSConsumerMaxRequestBatchExceededF", limit=srv.max_request_batch)
+        if 0 < srv.max_ack_pending < (cfg.get("max_ack_pending") or 0):
+            raise error("JSConsumerMaxPendingAckExcessErrF", limit=srv.max_ack_pending)
     if limits is not None and 0 < limits.max_ack_pending < (cfg.get("max_ack_pending") or 0):
         raise error("JSConsumerMaxPendingAckExcessErrF", limit=limits.max_ack_pending)
     climits = stream_cfg.get("consumer_limits") or {}
@@ -451,6 +467,75 @@ class Consumer:
         acc = stream.account.name
         self.ack_prefix = b"$JS.ACK.%s.%s." % (stream.name.encode(), name.encode())
         self.account_name = acc
+        # Pacing (Go: o.replay with lts, o.rlimit): replay_policy "original" delays each
+        # message by the time between it and the previous one when they were stored, until
+        # the consumer has caught up with the stream as it was at start; rate_limit_bps is a
+        # token bucket in bytes. A message held back waits in ``held`` for ``pace_timer``.
+        self.replay = cfg.get("replay_policy") == "original"
+        self.replay_lseq = 0
+        self.lts = 0
+        self.held = None
+        self.pace_until = 0.0
+        self.pace_timer = None
+        self.rl_rate = 0.0
+        self.rl_burst = 0
+        self.rl_tokens = 0.0
+        self.rl_at = 0.0
+        self.sfreq = 0
+        self._configure_pacing()
+
+    # ------------------------------------------------------------------ pacing
+
+    def _configure_pacing(self) -> None:
+        """Go's setRateLimit (bits per second; burst: the stream's max message size, else
+        the server's max payload) and the ack sampling frequency."""
+        from natsx.jetstream.events import sample_freq
+
+        self.sfreq = sample_freq(self.cfg)
+        bps = self.cfg.get("rate_limit_bps") or 0
+        if bps <= 0:
+            self.rl_rate = 0.0
+            return
+        self.rl_rate = bps / 8
+        mms = self.stream.cfg.get("max_msg_size", -1) or -1
+        self.rl_burst = mms if mms > 0 else self.js.server.options.max_payload
+        self.rl_tokens = float(self.rl_burst)
+        self.rl_at = time.monotonic()
+
+    def _pace(self, sm) -> float:
+        """How long ``sm`` must wait before delivery (0: now)."""
+        now = time.monotonic()
+        if self.pace_until:
+            if now < self.pace_until:
+                return self.pace_until - now
+            self.pace_until = 0.0
+            return 0.0
+        delay = 0.0
+        if self.replay and self.lts > 0:
+            d = (sm.ts - self.lts) / 1e9
+            if d > 0.001:
+                delay = d
+        if self.rl_rate:
+            size = len(sm.subject) + len(sm.headers or b"") + len(sm.payload or b"")
+            self.rl_tokens = min(float(self.rl_burst),
+                                 self.rl_tokens + (now - self.rl_at) * self.rl_rate)
+            self.rl_at = now
+            self.rl_tokens -= size
+            if self.rl_tokens < 0:
+                delay = max(delay, -self.rl_tokens / self.rl_rate)
+        if delay > 0:
+            self.pace_until = now + delay
+        return delay
+
+    def _hold(self, item, delay: float) -> None:
+        self.held = item
+        if self.pace_timer is not None:
+            self.pace_timer.cancel()
+        self.pace_timer = self.js.call_later(delay, self._pace_fired)
+
+    def _pace_fired(self) -> None:
+        self.pace_timer = None
+        self.signal()
 
     # ------------------------------------------------------------------ config helpers
 
@@ -549,6 +634,8 @@ class Consumer:
             self._arm_pending(self.cfg.get("ack_wait", ACK_WAIT_DEFAULT) / NS)
 
     def start(self) -> None:
+        if self.replay:
+            self.replay_lseq = self.stream.store.state().last_seq
         if self.is_push:
             self.active = self.js.has_interest(self.account_name, self.cfg["deliver_subject"])
             if self.cfg.get("idle_heartbeat"):
@@ -560,7 +647,8 @@ class Consumer:
         if self.closed:
             return
         self.closed = True
-        for t in (self.ptmr, self.hb_timer, self.wait_timer, self.inactive_timer):
+        for t in (self.ptmr, self.hb_timer, self.wait_timer, self.inactive_timer,
+                  self.pace_timer):
             if t is not None:
                 t.cancel()
         if not self.is_push:
@@ -749,9 +837,20 @@ class Consumer:
                     break
             elif not self.waiting:
                 break
-            sm, dc, stalled = self._next_msg()
+            if self.held is not None:
+                (sm, dc, stalled), self.held = self.held, None
+            else:
+                sm, dc, stalled = self._next_msg()
             if sm is None:
+                if self.replay and self.sseq > self.replay_lseq:
+                    self.replay = False
                 break
+            if (self.replay and self.lts) or self.rl_rate or self.pace_until:
+                wait = self._pace(sm)
+                if wait > 0:
+                    self._hold((sm, dc, stalled), wait)
+                    break
+            self.lts = sm.ts
             if dc == 1 and not self.npc_stale:
                 self.npc -= 1
             ack_reply = self.ack_prefix + b"%d.%d.%d.%d.%d" % (
@@ -1067,6 +1166,8 @@ class Consumer:
             if p is not None:
                 if mp > 0 and len(self.pending) >= mp:
                     need_signal = True
+                if self.sfreq:
+                    self.js.events.ack_sample(self, sseq, dseq, dc, p[1])
                 del self.pending[sseq]
                 self._move_ack_floor(p[0], sseq)
                 self._store_ack(p[0], sseq)
@@ -1079,6 +1180,8 @@ class Consumer:
                 return True
             if mp > 0 and len(self.pending) >= mp:
                 need_signal = True
+            if self.sfreq and sseq in self.pending:
+                self.js.events.ack_sample(self, sseq, dseq, dc, self.pending[sseq][1])
             acked = sorted(s for s in self.pending if s <= sseq)
             self.adflr, self.asflr = dseq, sseq
             for s in acked:

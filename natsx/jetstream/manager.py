@@ -2,7 +2,9 @@
 
 Theory of operation
 -------------------
-``JetStream`` is created by worker 0 when the server runs with ``-js``. It owns
+``JetStream`` is created by every worker when the server runs with ``-js``; each runs the
+accounts it owns (natsx.jetstream.shards: a stable hash of the account name), and
+``enable_account``/``disable_account`` of another worker's account do nothing here. It owns
 
 * the store directory, laid out as Go's: ``<store_dir>/jetstream/<account>/streams/<name>/``
   holding ``meta.inf`` (the stream's config and creation time, JSON), ``msgs/`` (the LMDB
@@ -12,7 +14,16 @@ Theory of operation
   Memory streams keep their config there too and come back empty, as in Go. Meta files are
   written to a temporary name, fsynced and renamed, so a crash leaves the old or the new one;
 * one ``Account`` per account with JetStream (its streams, API counters and limits), which
-  recovers every stream and consumer on start;
+  recovers every stream and consumer on start. As in Go's enableJetStreamAccounts, with no
+  accounts configured the global account gets JetStream; otherwise the accounts whose
+  config enables it do (``enable_account``, also the entry point for accounts created at
+  run time, such as JWT accounts) and every other account answers the API with error 10039
+  (``disable_account``). With a ``domain``, ``$JS.<domain>.API.>`` reaches the same API;
+* the server-wide settings (natsx.jetstream.settings): the memory and file limits checked
+  on stream create (reservations by ``max_bytes``) and on every publish (``used``, error
+  10023) against the sum over every worker (natsx.jetstream.serverlimits), the server
+  limits on consumers, the sync policy;
+* advisories and metrics (natsx.jetstream.events) and snapshots (natsx.jetstream.snapshot);
 * the batch machinery. Every internal handler (stream capture, API, acks) runs after a read
   batch; what it wants to send goes to ``outbox`` and the streams it wrote to are in
   ``dirty``. ``flush`` (a worker batch hook) first lets signalled consumers deliver. When
@@ -20,7 +31,13 @@ Theory of operation
   which trio runs after every reader that was ready in the same scheduling round: it
   commits each dirty stream's transaction — one fsync per stream for everything that
   arrived on every connection meanwhile (group commit) — and only then routes the outbox,
-  in order, so no PubAck, delivery or API answer leaves before what it reports is on disk;
+  in order, so no PubAck, delivery or API answer leaves before what it reports is on disk.
+  Under the supervisor a raft process is the writer of file streams: a stream's commit is
+  then a proposal to it, and the round's outbox waits, in order, until the raft process has
+  applied and synced it (natsx.jetstream.raftlink) while the worker goes on reading;
+* the clients of the other workers: their publishes, acks and pull requests reach this
+  worker's subscriptions through the mesh, and their API requests for the accounts this
+  worker owns are relayed to it with the client's details (natsx.jetstream.relay);
 * a timer wheel (``call_later``/``call_at``) served by one trio task; each expiry runs as a
   batch of its own (``Server.run_batch``), so its output is committed and flushed the same way.
 """
@@ -32,7 +49,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from itertools import count
 
@@ -44,9 +60,13 @@ from natsx.jetstream.consumer import (DELETE_WAIT_DEFAULT, Consumer, filters_of,
 from natsx.jetstream.consumer import check_config as check_consumer_config
 from natsx.jetstream.consumer import check_update as check_consumer_update
 from natsx.jetstream.consumer import ordered as ordered_consumer
-from natsx.jetstream.errors import error
+from natsx.jetstream.errors import ApiError, error
+from natsx.jetstream.events import Events
+from natsx.jetstream.serverlimits import ServerLimits
+from natsx.jetstream.settings import Settings
+from natsx.jetstream.shards import owns
 from natsx.jetstream.stream import Stream, store_config
-from natsx.jetstream.util import random_id, rfc3339, subject_matches, subjects_collide
+from natsx.jetstream.util import subject_matches, subjects_collide
 from natsx.storage import LmdbStore, MemStore
 
 log = logging.getLogger("natsx")
@@ -158,6 +178,20 @@ class Limits:
         self.storage_max_stream_bytes = storage_max_stream_bytes
         self.max_bytes_required = max_bytes_required
 
+    def set(self, limits: dict | None) -> None:
+        """Apply Go's JetStreamAccountLimits JSON (missing keys: unlimited)."""
+        limits = limits or {}
+        for key in ("max_memory", "max_storage", "max_streams", "max_consumers",
+                    "max_ack_pending", "memory_max_stream_bytes", "storage_max_stream_bytes"):
+            value = limits.get(key, -1)
+            setattr(self, key, -1 if value is None else int(value))
+        self.max_bytes_required = bool(limits.get("max_bytes_required", False))
+
+    @property
+    def server(self):
+        """The server-wide limits (natsx.jetstream.settings.ServerLimits)."""
+        return self.account.js.settings.limits
+
     def to_json(self) -> dict:
         return {"max_memory": self.max_memory, "max_storage": self.max_storage,
                 "max_streams": self.max_streams, "max_consumers": self.max_consumers,
@@ -175,12 +209,40 @@ class Limits:
             raise error("JSStreamMaxStreamBytesExceeded")
 
     def check_store(self, stream: Stream, size: int):
-        limit = self.max_memory if stream.cfg["storage"] == "memory" else self.max_storage
-        if limit > 0:
-            used = self.account.usage(stream.cfg["storage"])
+        """Go's processJetStreamMsg resource checks for a message of ``size`` bytes
+        (subject, headers and payload): the server's limit, then the account's."""
+        storage = stream.cfg["storage"]
+        js = self.account.js
+        if js.limits_exceeded(storage):
+            return error("JSInsufficientResourcesErr")
+        limit = self.max_memory if storage == "memory" else self.max_storage
+        if limit >= 0:
+            # Go's memStoreMsgSize / fileStoreMsgSize.
+            size += 16 if storage == "memory" else 30
+            used = self.account.usage(storage)
             if used + size > limit:
                 return error("JSAccountResourcesExceededErr")
         return None
+
+    def check_reservation(self, cfg: dict, exclude: str = "") -> None:
+        """Go's checkBytesLimits on stream create/update: the stream's ``max_bytes`` must fit
+        in what the account and the server have not reserved for other streams."""
+        storage = cfg.get("storage", "file")
+        add = cfg.get("max_bytes", -1)
+        if add is None or add < 0:
+            add = 1
+        account, js = self.account, self.account.js
+        mine = account.reserved(storage, exclude)
+        limit = self.max_memory if storage == "memory" else self.max_storage
+        name = ("JSMemoryResourcesExceededErr" if storage == "memory"
+                else "JSStorageResourcesExceededErr")
+        if limit >= 0 and (mine > limit or add > limit - mine):
+            raise error(name)
+        # The server's limit holds for every worker's streams (natsx.jetstream.serverlimits):
+        # on success ``add`` stays reserved until the caller publishes the real figures.
+        if not js.server_limits.reserve("reserved", storage,
+                                        js.reserved(storage, account.name, exclude), add):
+            raise error(name)
 
 
 # ------------------------------------------------------------------------------------- account
@@ -197,11 +259,18 @@ class Account:
         self.api_total = 0
         self.api_errors = 0
         self.api_subs: list = []
+        self.enabled = True
         self._feeds_by_origin: dict | None = None
 
     def usage(self, storage: str) -> int:
         return sum(s.store.state().bytes for s in self.streams.values()
                    if s.cfg["storage"] == storage)
+
+    def reserved(self, storage: str, exclude: str = "") -> int:
+        """Bytes reserved by the ``max_bytes`` of the account's streams (Go reservedStorage)."""
+        return sum(s.cfg.get("max_bytes", -1) for n, s in self.streams.items()
+                   if n != exclude and s.cfg["storage"] == storage
+                   and s.cfg.get("max_bytes", -1) > 0)
 
     def stream_dir(self, name: str) -> str:
         return os.path.join(self.dir, "streams", name)
@@ -211,7 +280,12 @@ class Account:
     def _open_store(self, cfg: dict):
         if cfg["storage"] == "memory":
             return MemStore(store_config(cfg))
-        return LmdbStore(os.path.join(self.stream_dir(cfg["name"]), "msgs"), store_config(cfg))
+        if self.js.raft is not None:
+            # The raft process writes the environment (natsx.jetstream.raftlink).
+            return self.js.raft.open_store(os.path.join(self.stream_dir(cfg["name"]), "msgs"),
+                                           store_config(cfg))
+        return LmdbStore(os.path.join(self.stream_dir(cfg["name"]), "msgs"), store_config(cfg),
+                         sync=self.js.settings.sync_always)
 
     def create_stream(self, cfg: dict, created: int | None = None, *, persist: bool = True) -> Stream:
         if persist:
@@ -223,10 +297,14 @@ class Account:
         created = created or time.time_ns()
         store = self._open_store(cfg)
         stream = Stream(self, cfg, store, created)
+        if self.js.raft is not None:
+            self.js.raft.attach(stream)
         if persist:
             write_meta(os.path.join(self.stream_dir(cfg["name"]), "meta.inf"),
                        {"config": cfg, "created": created})
         self.streams[cfg["name"]] = stream
+        self.js.used[cfg["storage"]] += store.state().bytes
+        self.js.server_limits.publish()
         stream.subscribe()
         self.js.subscribe_direct(stream)
         self.js.arm_expiry(stream)
@@ -288,6 +366,8 @@ class Account:
         if stream.expiry_timer is not None:
             stream.expiry_timer.cancel()
         self.streams.pop(stream.name, None)
+        self.js.used[stream.cfg["storage"]] -= stream.store.state().bytes
+        self.js.server_limits.publish()
         stream.store.delete()
         shutil.rmtree(self.stream_dir(stream.name), ignore_errors=True)
 
@@ -381,6 +461,7 @@ class Account:
 
     def _update_consumer(self, consumer: Consumer, cfg: dict) -> None:
         consumer.cfg = cfg
+        consumer._configure_pacing()
         consumer.filters = filters_of(cfg)
         consumer.npc_stale = True
         consumer.stream.touch()
@@ -408,6 +489,7 @@ class Account:
             shutil.rmtree(os.path.join(self.stream_dir(stream.name), "obs", name),
                           ignore_errors=True)
             stream.check_interest_all()
+            self.js.events.consumer_action(self.name, stream.name, name, "delete")
         return True
 
     # -- recovery ------------------------------------------------------------------------------
@@ -460,40 +542,205 @@ class JetStream:
 
     def __init__(self, server) -> None:
         self.server = server
-        o = server.options
-        base = o.store_dir or os.path.join(tempfile.gettempdir(), "nats")
-        self.store_dir = os.path.join(base, "jetstream")
+        self.settings = Settings.from_options(server.options)
+        self.store_dir = self.settings.store_dir
         self.accounts: dict[str, Account] = {}
+        # Accounts that answer the API with "JetStream not enabled for account" (10039).
+        self.disabled: dict[str, Account] = {}
+        # The server-wide limits over every worker's figures (natsx.jetstream.serverlimits);
+        # ``used``: bytes this worker's streams store, by storage type (Go js.memUsed).
+        self.server_limits = ServerLimits(self)
+        self.used = self.server_limits.used
         self.outbox: list = []
         self.dirty: list = []
         self.signaled: list = []
         self.timers = Timers(server)
         self._commit_wakeup: trio.Event | None = None
-        self.domain = ""
+        self.domain = self.settings.domain
         self.direct_subs: dict = {}
+        self.events = Events(self)
+        # The link to the raft process, the writer of file streams, when the supervisor runs one.
+        self.raft = None
+        address = getattr(server, "raft_address", None)
+        if address:
+            from natsx.jetstream.raftlink import RaftLink
+
+            self.raft = RaftLink(self, address)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self, nursery) -> None:
         os.makedirs(self.store_dir, exist_ok=True)
-        log.info("Starting JetStream")
-        log.info('  Store Directory: "%s"', self.store_dir)
+        st = self.settings
+        # The banner once per server, by worker 0; every worker runs its shard of the
+        # accounts (natsx.jetstream.shards).
+        if getattr(self.server, "worker_index", 0) == 0:
+            log.info("Starting JetStream")
+            log.info("---------------- JETSTREAM ----------------")
+            if st.strict:
+                log.info("  Strict:          true")
+            log.info("  Max Memory:      %s", friendly_bytes(st.max_memory))
+            log.info("  Max Storage:     %s", friendly_bytes(st.max_store))
+            log.info('  Store Directory: "%s"', self.store_dir)
+            if st.domain:
+                log.info("  Domain:          %s", st.domain)
+            log.info("  API Level:       %d", api.API_LEVEL)
+            log.info("-------------------------------------------")
         self.server.batch_hooks.append(self.flush)
         self.server.sub_hooks.append(self.on_sub)
         nursery.start_soon(self.timers.run)
         self._commit_wakeup = trio.Event()
         nursery.start_soon(self._committer)
-        self.server.run_batch(self._enable, "$G")
+        if self.raft is not None:
+            self.raft.start(nursery)
+        if not st.sync_always:
+            self.call_later(st.sync_interval / 1e9, self._sync_all)
+        self.server.run_batch(self._enable_configured)
 
-    def _enable(self, name: str) -> Account:
+    def _enable_configured(self) -> None:
+        """Go's enableJetStreamAccounts: with no accounts configured the global account gets
+        JetStream; otherwise the accounts whose config enables it do, and every other one
+        (not the system account) answers the API with "not enabled for account"."""
+        o = self.server.options
+        system = o.system_account or "$SYS"
+        configured = {n: c for n, c in (o.accounts or {}).items() if n != system}
+        if not configured and not o.operator_mode:
+            # (Operator mode: the accounts' JWTs enable it, natsx.server.operator.)
+            self.enable_account("$G")
+            return
+        for name, cfg in configured.items():
+            limits = getattr(cfg, "jetstream", None)
+            try:
+                self.enable_account(name, limits) if limits is not None \
+                    else self.disable_account(name)
+            except ApiError as exc:
+                log.error("Error enabling JetStream for account %r: %s", name, exc)
+                self.disable_account(name)
+        self.disable_account("$G")
+
+    def enable_account(self, name: str, limits: dict | None = None) -> Account:
+        """Turn JetStream on for account ``name`` with Go's JetStreamAccountLimits JSON
+        (``max_memory``, ``max_storage``, ``max_streams``, ``max_consumers``,
+        ``max_ack_pending``, ``memory_max_stream_bytes``, ``storage_max_stream_bytes``,
+        ``max_bytes_required``; missing or None: unlimited), or update the limits of an
+        account that has it. Recovers the account's streams from the store directory.
+        Raises ``ApiError`` (10028/10047) when the limits exceed what the server has
+        (Go sufficientResources). This is the entry point for accounts created at run time
+        (JWT claims: see ``limits_from_jwt``)."""
+        if not owns(self.server, name):
+            return None     # another worker runs this account (natsx.jetstream.shards)
         account = self.accounts.get(name)
-        if account is None:
-            account = self.accounts[name] = Account(self, name)
-            for subject in api.SUBJECTS:
-                account.api_subs.append(self.server.internal_subscribe(
-                    name, subject, lambda s, r, h, p, pub, a=account: api.dispatch(a, s, r, h, p)))
+        if account is not None:
+            account.limits.set(limits)
+            self.server_limits.publish()
+            return account
+        self._check_sufficient(limits or {})
+        self._drop_disabled(name)
+        account = self.accounts[name] = Account(self, name)
+        account.limits.set(limits)
+        try:
+            self._subscribe_api(account)
             account.recover()
+        finally:
+            self.server_limits.publish()
         return account
+
+    def disable_account(self, name: str) -> None:
+        """Account ``name`` has no JetStream: its API requests get error 10039. Streams of an
+        account that had JetStream are stopped (their files stay, as in Go)."""
+        if not owns(self.server, name):
+            return
+        account = self.accounts.pop(name, None)
+        if account is not None:
+            for sub in account.api_subs:
+                self.server.internal_unsubscribe(name, sub)
+            for stream in list(account.streams.values()):
+                stream.closed = True
+                stream.unsubscribe()
+                self.unsubscribe_direct(stream)
+                for c in list(stream.consumers.values()):
+                    for sub in getattr(c, "subs", ()):
+                        self.server.internal_unsubscribe(name, sub)
+                    c.stop(delete=False)
+                if stream.dirty:
+                    stream.commit()
+                self.used[stream.cfg["storage"]] -= stream.store.state().bytes
+                stream.store.stop()
+            self.dirty = [s for s in self.dirty if s.account is not account]
+            self.server_limits.publish()
+        if name not in self.disabled:
+            stub = self.disabled[name] = Account(self, name)
+            stub.enabled = False
+            self._subscribe_api(stub)
+
+    def _drop_disabled(self, name: str) -> None:
+        stub = self.disabled.pop(name, None)
+        if stub is not None:
+            for sub in stub.api_subs:
+                self.server.internal_unsubscribe(name, sub)
+
+    def _subscribe_api(self, account: Account) -> None:
+        name = account.name
+
+        def handler(s, r, h, p, pub, a=account):
+            api.dispatch(a, s, r, h, p, pub)
+        subjects = list(api.SUBJECTS)
+        if self.domain:
+            # Go's generateJSMappingTable: $JS.<domain>.API.> reaches the local API.
+            subjects.append(b"$JS.%s.API.>" % self.domain.encode())
+        if self.server.mesh is None:
+            for subject in subjects:
+                account.api_subs.append(self.server.internal_subscribe(name, subject, handler))
+            return
+        # Other workers relay their clients' requests with the client's details
+        # (natsx.jetstream.relay): the API subjects stay local to this worker.
+        from natsx.jetstream import relay
+
+        client = self.server.internal_client(name)
+        for subject in subjects:
+            account.api_subs.append(client.subscribe(subject, handler, local=True))
+        account.api_subs.append(client.subscribe(relay.SUBJECT, relay.receiver(
+            lambda s, r, h, p, pub, a=account: api.dispatch(a, s, r, h, p, pub))))
+
+    def _check_sufficient(self, limits: dict) -> None:
+        """Go's sufficientResources: the account's limits must fit beside the streams'
+        reservations and the other accounts' limits, on the whole server (every worker's
+        figures, natsx.jetstream.serverlimits). What passes stays reserved until the
+        account is enabled and ``publish`` writes the real figures."""
+        sl = self.server_limits
+        mem, store = limits.get("max_memory", -1) or 0, limits.get("max_storage", -1) or 0
+        for storage, add, key, err in (
+                ("memory", mem, "max_memory", "JSMemoryResourcesExceededErr"),
+                ("file", store, "max_storage", "JSStorageResourcesExceededErr")):
+            if add <= 0:
+                continue
+            smax = self.settings.max_memory if storage == "memory" else self.settings.max_store
+            own = sum(max(getattr(a.limits, key), 0) for a in self.accounts.values())
+            if sl.total("reserved", storage) + add > smax or \
+                    not sl.reserve("account", storage, own, add):
+                sl.publish()    # lets go of the memory reservation made just before
+                raise error(err)
+
+    def reserved(self, storage: str, account: str = "", exclude: str = "") -> int:
+        """Bytes reserved by streams' ``max_bytes`` on this server (one stream excluded)."""
+        return sum(a.reserved(storage, exclude if a.name == account else "")
+                   for a in self.accounts.values())
+
+    def limits_exceeded(self, storage: str) -> bool:
+        """Go's js.limitsExceeded: the server stores more than its limit for ``storage``
+        (summed over the workers)."""
+        return self.server_limits.exceeded(storage)
+
+    def _sync_all(self) -> None:
+        """``sync_interval``: flush every file store's commits to disk, then re-arm."""
+        for account in self.accounts.values():
+            for stream in account.streams.values():
+                if stream.cfg["storage"] == "file" and not stream.closed:
+                    try:
+                        stream.store.sync()
+                    except Exception:
+                        log.exception("JetStream: sync of stream %r failed", stream.name)
+        self.call_later(self.settings.sync_interval / 1e9, self._sync_all)
 
     def stop(self) -> None:
         self._commit_wakeup = None
@@ -504,6 +751,8 @@ class JetStream:
         for account in self.accounts.values():
             for stream in account.streams.values():
                 try:
+                    if stream.cfg["storage"] == "file" and not self.settings.sync_always:
+                        stream.store.sync()
                     stream.store.stop()
                 except Exception:
                     pass
@@ -548,6 +797,11 @@ class JetStream:
                 log.exception("JetStream: commit of stream %r failed", stream.name)
                 self.outbox = [m for m in self.outbox if not _is_pub_ack_for(m, stream)]
         outbox, self.outbox = self.outbox, []
+        if self.raft is not None and self.raft.hold(dirty, outbox):
+            return
+        self.route(outbox)
+
+    def route(self, outbox: list) -> None:
         server = self.server
         for account, subject, reply, hdr, payload, deliver_as in outbox:
             server.internal_client(account).publish(subject, reply, hdr, payload, deliver_as)
@@ -630,17 +884,37 @@ class JetStream:
             self.server.internal_unsubscribe(stream.account.name, sub)
 
     def advisory(self, consumer: Consumer, kind: str, event: dict) -> None:
-        subject = b"$JS.EVENT.ADVISORY.CONSUMER.%s.%s.%s" % (
-            kind.encode(), consumer.stream.name.encode(), consumer.name.encode())
-        acc = consumer.account_name
-        if not self.has_interest(acc, subject):
-            return
-        body = {"type": event.pop("type"), "id": random_id(22),
-                "timestamp": rfc3339(time.time_ns())}
-        body.update(event)
-        if self.domain:
-            body["domain"] = self.domain
-        self.send(acc, subject, None, json.dumps(body).encode())
+        self.events.consumer_event(consumer, kind, event)
+
+
+def friendly_bytes(n: int) -> str:
+    """Go's friendlyBytes: ``512 B``, ``1.00 GB``..."""
+    if n < 1024:
+        return f"{n} B"
+    value, unit = float(n), ""
+    for unit in "KMGTPE":
+        value /= 1024
+        if value < 1024:
+            break
+    return f"{value:.2f} {unit}B"
+
+
+def limits_from_jwt(js_claims: dict | None) -> dict | None:
+    """An account JWT's ``nats.limits`` JetStream fields (jwt.JetStreamLimits) as the
+    limits ``JetStream.enable_account`` takes; None when the JWT leaves JetStream off
+    (Go: both mem_storage and disk_storage zero)."""
+    if not js_claims:
+        return None
+    mem, disk = js_claims.get("mem_storage", 0), js_claims.get("disk_storage", 0)
+    if not mem and not disk:
+        return None
+    return {"max_memory": mem, "max_storage": disk,
+            "max_streams": js_claims.get("streams", -1),
+            "max_consumers": js_claims.get("consumer", -1),
+            "max_ack_pending": js_claims.get("max_ack_pending", -1),
+            "memory_max_stream_bytes": js_claims.get("mem_max_stream_bytes", -1),
+            "storage_max_stream_bytes": js_claims.get("disk_max_stream_bytes", -1),
+            "max_bytes_required": bool(js_claims.get("max_bytes_required", False))}
 
 
 def _is_pub_ack_for(message, stream: Stream) -> bool:

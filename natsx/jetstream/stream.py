@@ -172,7 +172,19 @@ def check_config(raw: dict, *, pedantic: bool = False, others=(), limits=None) -
     cfg["max_age"] = max_age
     dup = cfg.get("duplicate_window", 0) or 0
     if dup == 0 and not cfg.get("mirror") and not cfg.get("sources"):
-        dup = max_age if max_age and max_age < DEFAULT_DUPLICATE_WINDOW else DEFAULT_DUPLICATE_WINDOW
+        window = DEFAULT_DUPLICATE_WINDOW
+        srv_dup = getattr(getattr(limits, "server", None), "duplicates", 0)
+        if 0 < srv_dup < window:
+            if pedantic:
+                raise error("JSPedanticErrF",
+                            err="duplicate window limits are higher than current limits")
+            window = srv_dup
+        if max_age and max_age < window:
+            if pedantic:
+                raise error("JSPedanticErrF", err="duplicate window cannot be bigger than max age")
+            dup = max_age
+        else:
+            dup = window
     if dup < 0:
         raise _invalid("duplicates window can not be negative")
     if max_age and dup > max_age:
@@ -357,7 +369,12 @@ class Stream:
         self.lmsgid = ""
         self.expiry_timer = None
         self.feeds: list = []           # mirror/sources copying into this stream
-        self._pub_ack = b'{"stream":%s,"seq":' % json.dumps(self.name).encode()
+        # Go's mset.pubAck prefix (with the domain when the server has one).
+        if self.js.domain:
+            self._pub_ack = b'{"stream":%s,"domain":%s,"seq":' % (
+                json.dumps(self.name).encode(), json.dumps(self.js.domain).encode())
+        else:
+            self._pub_ack = b'{"stream":%s,"seq":' % json.dumps(self.name).encode()
         self._compile_transforms()
         store.register_storage_updates(self._on_storage_update)
 
@@ -599,6 +616,7 @@ class Stream:
     # ------------------------------------------------------------------ store events
 
     def _on_storage_update(self, msgs: int, nbytes: int, seq: int, subject: str) -> None:
+        self.js.used[self.cfg["storage"]] += nbytes
         if msgs < 0:
             for c in self.consumers.values():
                 c.on_removed(seq, subject)

@@ -231,42 +231,22 @@ def is_valid_name(name: str) -> bool:
     return not any(c in name for c in ".*> \t\r\n\f/\\")
 
 
-_WC_REF = re.compile(r"^(?:\$(\d+)|\{\{\s*wildcard\s*\(\s*(\d+)\s*\)\s*\}\})$")
-
-
 class SubjectTransform:
-    """Go's subject mapping for stream ``subject_transform`` and ``republish``: ``src`` may
-    hold ``*`` and a final ``>``; ``dest`` refers to them as ``$N``/``{{wildcard(N)}}`` or
-    by position with ``*`` and ``>``. Raises ValueError for a destination it cannot fill."""
+    """Go's subject transform for stream ``subject_transform``, ``republish`` and source
+    ``subject_transforms``: the engine of account mappings (natsx.server.mapping,
+    Go's NewSubjectTransform), on str subjects. An empty ``dest`` keeps the subject.
+    Raises ValueError (natsx.server.mapping.MappingError, with Go's text) for a
+    destination it cannot fill."""
 
     def __init__(self, src: str, dest: str) -> None:
+        from natsx.server.mapping import new_transform
+
         self.src = src or ">"
-        stoks = self.src.split(".")
-        self.wildcards = [i for i, t in enumerate(stoks) if t in ("*", ">")]
-        self.dest = []
-        nth = 0
-        for tok in (dest or self.src).split("."):
-            m = _WC_REF.match(tok)
-            if m:
-                n = int(m.group(1) or m.group(2))
-                if not 1 <= n <= len(self.wildcards):
-                    raise ValueError(f"wildcard index {n} out of range")
-                self.dest.append(n - 1)
-            elif tok in ("*", ">"):
-                if nth >= len(self.wildcards):
-                    raise ValueError("not enough wildcards in the source")
-                self.dest.append(nth)
-                nth += 1
-            else:
-                self.dest.append(tok)
+        self._tr = new_transform(self.src, dest)
 
     def apply(self, subject: str) -> str | None:
         """The mapped subject, or None when ``subject`` does not match the source."""
-        if not subject_matches(subject, self.src):
-            return None
-        toks = subject.split(".")
-        stoks = self.src.split(".")
-        values = []
-        for i in self.wildcards:
-            values.append(".".join(toks[i:]) if stoks[i] == ">" else toks[i])
-        return ".".join(values[t] if isinstance(t, int) else t for t in self.dest)
+        if self._tr is None:
+            return subject if subject_matches(subject, self.src) else None
+        out = self._tr.match(subject.encode())
+        return None if out is None else out.decode()

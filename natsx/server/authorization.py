@@ -64,7 +64,10 @@ def _send_err(conn: "ClientConnection", text: str) -> None:
 
 def authorize(server: "Server", conn: "ClientConnection", connect: dict) -> bool:
     """Authenticates a CONNECT and installs the user's permissions; False means violation."""
-    identity = server.auth.check(connect, conn)
+    if server.operator is not None:
+        # Operator mode: user JWTs only (natsx.server.operator).
+        return server.operator.authorize_logged(conn, connect)
+    identity = server.auth_for(conn).check(connect, conn)
     if identity is None:
         log_auth_violation(conn)
         return False
@@ -153,28 +156,36 @@ def log_auth_violation(conn: "ClientConnection") -> None:
 
 def apply_reload(server: "Server", new: "Options") -> None:
     """Installs reloaded options in a running worker (see the module docstring)."""
-    from natsx.server.connection import AUTH_VIOLATION, MAX_CONNECTIONS
+    from natsx.server.connection import AUTH_VIOLATION, CLIENT_CLOSED, MAX_CONNECTIONS
+    from natsx.server.reload import apply_accounts
 
+    old = server.options
     server.options = new
+    apply_accounts(server, old, new)
     server.auth = Authenticator(new)
     server._info_base = server._build_info()
+    server.reload_tls(old)
+    if server.operator is not None:
+        server.operator.reload(new)
     for conn in list(server.connections.values()):
         if conn.closed:
             continue
         core = conn.core
         core.max_payload = new.max_payload
         core.max_control_line = new.max_control_line
-        identity = server.auth.check(conn.connect_opts, conn)
+        if server.operator is not None:
+            server.operator.recheck(conn)
+            continue
+        identity = server.auth_for(conn).check(conn.connect_opts, conn)
         if identity is None:
             log_auth_violation(conn)
             server.note_auth_error(conn)
             conn.close(AUTH_VIOLATION, AUTH_VIOLATION_ERR)
             continue
         if (identity.account or "$G") != conn.account_name and conn.connect_received:
-            # A user moved to another account: its subscriptions live in the old one.
-            log_auth_violation(conn)
-            server.note_auth_error(conn)
-            conn.close(AUTH_VIOLATION, AUTH_VIOLATION_ERR)
+            # A user moved to another account: its subscriptions live in the old one. Go
+            # closes it without an error (clientHasMovedToDifferentAccount), to reconnect.
+            conn.close(CLIENT_CLOSED)
             continue
         if not conn.connect_received:
             continue
@@ -183,10 +194,17 @@ def apply_reload(server: "Server", new: "Options") -> None:
         _remove_forbidden_subscriptions(server, conn)
     limit = new.max_connections
     live = [c for c in server.connections.values() if not c.closed]
-    if len(live) > max(limit, 0):
-        excess = live[:len(live) - max(limit, 0)]
+    if server.peer_table is not None:
+        # The limit is the server's: this worker closes its share of the excess
+        # (PeerTable.excess_share), the others theirs.
+        n = min(server.peer_table.excess_share(server.worker_index, limit), len(live))
+    else:
+        n = max(len(live) - max(limit, 0), 0)
+    if n:
+        excess = live[:n]
         for conn in excess:
             conn.close(MAX_CONNECTIONS, MAX_CONNECTIONS_ERR)
+            server.uncount_connection(conn)
         log.info("Closed %d connections to fall within max_connections", len(excess))
     # Flush the -ERRs and propagate the removed subscriptions to the other workers.
     server.after_batch()

@@ -11,7 +11,7 @@ Keys match case-insensitively, with Go's aliases (``net``/``host``, ``max_conn``
 carry ``file:line:col`` of the offending key and Go's text; all of them are collected and
 reported together, as ``processConfigErr`` does, warnings (an integer duration) first. A key
 the Go server does not know is ``unknown field "key"``; a key for a feature natsx does not
-have yet (``tls``, ``cluster``, ``jetstream``...) is an error naming the feature — never
+have yet (``cluster``, ``gateway``, ``mqtt``...) is an error naming the feature — never
 accepted and ignored, since a server silently running without the TLS or the accounts its
 config asks for is worse than one that refuses to start. A top-level key that only defines
 a variable used elsewhere is skipped, as in Go.
@@ -42,7 +42,12 @@ from natsx.config import ConfigError, Token, go_type_name, parse_file_with_posit
 from natsx.config.values import parse_go_duration
 from natsx.server import options as defaults
 from natsx.server.accounts import AccountConfig, Export, ServiceImport, StreamImport
+from natsx.server.mapping import MapDest
+from natsx.sublist import is_subset_match as _subset
+from natsx.sublist import is_valid_publish_subject
+from natsx.server.mapping import _atoi as _mapping_atoi
 from natsx.server.options import Options
+from natsx.server.tls import TLS_TIMEOUT
 
 __all__ = ["ConfigProcessError", "load_options", "process_config_file", "validate_options",
            "config_digest", "go_duration_string"]
@@ -179,26 +184,16 @@ def config_digest(tree: dict) -> str:
 # Go's top-level keys for features this build does not have, with the feature's name.
 _NOT_YET: dict[str, str] = {}
 for _feature, _keys in {
-    "TLS": "tls allow_non_tls ocsp ocsp_cache",
-    "HTTPS monitoring": "https https_port",
+    "OCSP stapling": "ocsp ocsp_cache",
     "clustering": "cluster connect_error_reports reconnect_error_reports",
     "gateways": "gateway",
     "leaf nodes": "leaf leafnodes",
-    "WebSocket": "websocket ws",
     "MQTT": "mqtt",
     "JetStream domains": "default_js_domain",
-    "subject mappings": "mappings maps",
-    "operator (JWT) mode": ("operator operators roots root root_operators root_operator resolver "
-                            "account_resolver accounts_resolver resolver_tls resolver_preload "
-                            "resolver_pinned_accounts trusted trusted_keys default_sentinel"),
-    "disabling the system account": "no_system_account no_system no_sys_acc",
-    "syslog": "syslog remote_syslog",
-    "log file rotation": "logfile_size_limit log_size_limit logfile_max_num log_max_num",
+    "operator (JWT) mode": "resolver_tls default_sentinel",
     "profiling": "prof_port prof_block_rate",
     "trace length limits": "max_traced_msg_len",
     "proxies": "proxies proxy_protocol",
-    "write timeout policies": "write_timeout",
-    "fast producer stall control": "no_fast_producer_stall",
     "server metadata": "server_metadata",
     "feature flags": "feature_flags",
 }.items():
@@ -296,6 +291,12 @@ def _http(p: _Processor, key, tk, v) -> None:
     p.values["http_port"] = port
 
 
+def _https(p: _Processor, key, tk, v) -> None:
+    host, port = _parse_listen(tk, v)
+    p.values["http_host"] = host
+    p.values["https_port"] = port
+
+
 def _server_name(p: _Processor, key, tk, v) -> None:
     name = _str(tk, v)
     if " " in name:
@@ -303,45 +304,210 @@ def _server_name(p: _Processor, key, tk, v) -> None:
     p.values["server_name"] = name
 
 
-# Keys of Go's jetstream block (parseJetStream) that natsx does not apply yet: refused with a
-# clear error rather than accepted and ignored.
-_JS_NOT_YET = frozenset(("max_memory_store", "max_mem_store", "max_mem", "max_file_store",
-                         "max_file", "sync_interval", "sync_always", "max_buffered_msgs",
-                         "max_buffered_size", "max_outstanding_catchup", "max_ack_pending",
-                         "request_queue_limit", "unique_tag", "cipher", "compress_ok",
-                         "strict", "limits", "tpm", "extension_hint"))
+def _gov(v) -> str:
+    """Go's ``%v`` of a config value."""
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+
+def _storage_size(tk, v, what: str) -> int:
+    """Go's getStorageSize: an integer, or a string ``<n>K|M|G|T``."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if not isinstance(v, str):
+        raise _Fail(tk, f"{what} must be int64 or string")
+    if v == "":
+        return 0
+    mult = {"K": 10, "M": 20, "G": 30, "T": 40}.get(v[-1])
+    try:
+        num = int(v[:-1], 10)
+    except ValueError:
+        raise _Fail(tk, f'{what} strconv.ParseInt: parsing "{v[:-1]}": invalid syntax') from None
+    if mult is None:
+        raise _Fail(tk, f"{what} sizes defined as strings must end in K, M, G, T")
+    return num << mult
+
+
+def _js_limits(p: _Processor, tk, v) -> dict:
+    """The jetstream block's ``limits`` (Go: parseJetStreamLimits)."""
+    out: dict = {}
+    for k, raw in _want(tk, v, dict, "map").items():
+        ktk, kv = _split(raw)
+        name = k.lower()
+        try:
+            if name in ("max_ack_pending", "max_ha_assets", "max_request_batch"):
+                out[name] = _int(ktk, kv)
+            elif name == "duplicate_window":
+                try:
+                    out[name] = parse_go_duration(_str(ktk, kv))
+                except ValueError as exc:
+                    p.error(ktk, str(exc))
+            elif name == "batch":
+                for bk, braw in _map(ktk, kv).items():
+                    btk, bv = _split(braw)
+                    bname = bk.lower()
+                    if bname in ("max_inflight_per_stream", "max_inflight_total", "max_msgs"):
+                        out["batch_" + bname] = _int(btk, bv)
+                    elif bname == "timeout":
+                        out["batch_timeout"] = parse_go_duration(_str(btk, bv))
+                    else:
+                        p.unknown(btk, bk)
+            else:
+                p.unknown(ktk, k)
+        except _Fail as exc:
+            p.error(exc.tk or ktk, exc.reason)
+    return out
+
+
+def _js_cipher(tk, v) -> str:
+    low = _str(tk, v).lower()
+    if low in ("chacha", "chachapoly"):
+        return "chachapoly"
+    if low == "aes":
+        return "aes"
+    raise _Fail(tk, f"Unknown cipher type: {json.dumps(v)}")
 
 
 def _jetstream(p: _Processor, key, tk, v) -> None:
-    """``jetstream: true|"enabled"|{store_dir, ...}`` (Go: parseJetStream)."""
+    """``jetstream: true|"enabled"|{store_dir, max_mem, domain, ...}`` (Go: parseJetStream).
+
+    Every key of Go's block is applied (``natsx.jetstream.settings`` reads them) except
+    encryption at rest (``key``/``prev_key``) and ``tpm``, which this build refuses by name."""
     if isinstance(v, bool):
         p.values["jetstream"] = v
         return
     if isinstance(v, str):
         low = v.lower()
-        if low in ("enabled", "enable", "true", "yes", "on"):
+        if low in ("enabled", "enable"):
             p.values["jetstream"] = True
-        elif low in ("disabled", "disable", "false", "no", "off"):
+        elif low in ("disabled", "disable"):
             p.values["jetstream"] = False
         else:
             raise _Fail(tk, f"Expected 'enabled' or 'disabled' for string value, got '{v}'")
         return
-    block = _map(tk, v)
+    if not isinstance(v, dict):
+        raise _Fail(tk, f"Expected map, bool or string to define JetStream, got {go_type_name(v)}")
     enabled = True
-    for k, raw in block.items():
+    cfg: dict = {}
+    for k, raw in v.items():
         ktk, kv = _split(raw)
         name = k.lower()
-        if name in ("store", "store_dir", "storedir"):
-            p.values["store_dir"] = _str(ktk, kv)
-        elif name == "enabled":
-            enabled = _bool(ktk, kv)
-        elif name == "domain":
-            p.error(ktk, "JetStream domains are not supported by this natsx build yet")
-        elif name in _JS_NOT_YET:
-            p.error(ktk, f'jetstream option "{k}" is not supported by this natsx build yet')
-        else:
-            p.error(ktk, f'Unknown field "{k}" parsing jetstream')
+        try:
+            if name in ("store", "store_dir", "storedir"):
+                if p.values.get("store_dir"):
+                    raise _Fail(ktk, "Duplicate 'store_dir' configuration")
+                p.values["store_dir"] = _str(ktk, kv)
+            elif name in ("enabled", "enable"):
+                enabled = _bool(ktk, kv)
+            elif name == "strict":
+                if not isinstance(kv, bool):
+                    raise _Fail(ktk, f"Expected 'true' or 'false' for bool value, got '{kv}'")
+                cfg["strict"] = kv
+            elif name in ("sync", "sync_interval"):
+                if isinstance(kv, str) and kv.lower() == "always":
+                    cfg["sync_always"] = True
+                    cfg.pop("sync_interval", None)
+                else:
+                    cfg["sync_interval"] = round(p.duration(k, ktk, kv) * 1e9)
+                    cfg["sync_always"] = False
+            elif name in ("max_memory_store", "max_mem_store", "max_mem"):
+                cfg["max_memory"] = _storage_size(ktk, kv, "max_mem_store")
+            elif name in ("max_file_store", "max_file"):
+                cfg["max_store"] = _storage_size(ktk, kv, "max_file_store")
+            elif name == "domain":
+                cfg["domain"] = _str(ktk, kv)
+            elif name == "cipher":
+                cfg["cipher"] = _js_cipher(ktk, kv)
+            elif name in ("key", "ek", "encryption_key", "prev_key", "prev_ek",
+                          "prev_encryption_key"):
+                p.error(ktk, f"jetstream {k}: encryption at rest is not supported by this "
+                             "natsx build yet")
+            elif name == "tpm":
+                p.error(ktk, f"jetstream {k}: TPM key storage is not supported by this "
+                             "natsx build yet")
+            elif name == "extension_hint":
+                cfg["extension_hint"] = _str(ktk, kv)
+            elif name == "limits":
+                cfg["limits"] = _js_limits(p, ktk, kv)
+            elif name == "unique_tag":
+                cfg["unique_tag"] = _str(ktk, kv).strip().lower()
+            elif name in ("max_outstanding_catchup", "max_buffered_size", "meta_compact_size"):
+                cfg[name] = _storage_size(ktk, kv, name)
+            elif name in ("max_buffered_msgs", "request_queue_limit", "info_queue_limit"):
+                if not isinstance(kv, int) or isinstance(kv, bool):
+                    raise _Fail(ktk, f'Expected a parseable size for "{k}", got {_gov(kv)}')
+                cfg[name] = kv
+            elif name == "meta_compact":
+                if not isinstance(kv, int) or isinstance(kv, bool) or kv < 0:
+                    raise _Fail(ktk, f'Expected an absolute size for "{k}", got {_gov(kv)}')
+                cfg[name] = kv
+            elif name == "meta_compact_sync":
+                cfg[name] = _bool(ktk, kv)
+            elif name == "max_concurrent_io":
+                if not isinstance(kv, int) or isinstance(kv, bool) or not 4 <= kv <= 8192:
+                    raise _Fail(ktk, f'Expected an absolute size for "{k}" between 4 and '
+                                     f"8192, got {_gov(kv)}")
+                cfg[name] = kv
+            else:
+                p.unknown(ktk, k)
+        except _Fail as exc:
+            p.error(exc.tk or ktk, exc.reason)
     p.values["jetstream"] = enabled
+    p.values["jetstream_config"] = cfg
+
+
+_ACCOUNT_JS_LIMITS = {
+    "max_memory": "max_memory", "max_mem": "max_memory", "mem": "max_memory",
+    "memory": "max_memory",
+    "max_store": "max_storage", "max_file": "max_storage", "max_disk": "max_storage",
+    "store": "max_storage", "disk": "max_storage",
+    "max_streams": "max_streams", "streams": "max_streams",
+    "max_consumers": "max_consumers", "consumers": "max_consumers",
+    "mem_max_stream_bytes": "memory_max_stream_bytes",
+    "memory_max_stream_bytes": "memory_max_stream_bytes",
+    "disk_max_stream_bytes": "storage_max_stream_bytes",
+    "store_max_stream_bytes": "storage_max_stream_bytes",
+    "max_ack_pending": "max_ack_pending",
+}
+
+# Go's defaultJSAccountTiers: everything unlimited.
+JS_ACCOUNT_UNLIMITED = {"max_memory": -1, "max_storage": -1, "max_streams": -1,
+                        "max_consumers": -1, "max_ack_pending": -1,
+                        "memory_max_stream_bytes": -1, "storage_max_stream_bytes": -1,
+                        "max_bytes_required": False}
+
+
+def _account_jetstream(p: _Processor, tk, v) -> dict | None:
+    """An account's ``jetstream`` (Go: parseJetStreamForAccount): its limits, or None."""
+    if isinstance(v, bool):
+        return dict(JS_ACCOUNT_UNLIMITED) if v else None
+    if isinstance(v, str):
+        low = v.lower()
+        if low in ("enabled", "enable"):
+            return dict(JS_ACCOUNT_UNLIMITED)
+        if low in ("disabled", "disable"):
+            return None
+        raise _Fail(tk, f"Expected 'enabled' or 'disabled' for string value, got '{v}'")
+    if not isinstance(v, dict):
+        raise _Fail(tk, f"Expected map, bool or string to define JetStream, got {go_type_name(v)}")
+    limits = dict(JS_ACCOUNT_UNLIMITED)
+    for k, raw in v.items():
+        ktk, kv = _split(raw)
+        name = k.lower()
+        if name in _ACCOUNT_JS_LIMITS:
+            if not isinstance(kv, int) or isinstance(kv, bool):
+                raise _Fail(ktk, f'Expected a parseable size for "{k}", got {_gov(kv)}')
+            limits[_ACCOUNT_JS_LIMITS[name]] = kv
+        elif name in ("max_bytes_required", "max_stream_bytes", "max_bytes"):
+            if not isinstance(kv, bool):
+                raise _Fail(ktk, f'Expected a parseable bool for "{k}", got {_gov(kv)}')
+            limits["max_bytes_required"] = kv
+        elif name == "cluster_traffic":
+            if kv not in ("system", "owner", ""):
+                raise _Fail(ktk, f"Expected 'system' or 'owner' string value for \"{k}\", "
+                                 f"got {_gov(kv)}")
+        else:
+            p.unknown(ktk, k)
+    return limits
 
 
 def _trace_level(p: _Processor, key, tk, v) -> None:
@@ -379,6 +545,14 @@ def _duration_option(attr: str, field: str) -> Callable:
     def handle(p: _Processor, key, tk, v) -> None:
         p.values[attr] = p.duration(field, tk, v)
     return handle
+
+
+def _write_timeout(p: _Processor, key, tk, v) -> None:
+    """opts.go parseWriteDeadlinePolicy; "default" is stored as ""."""
+    v = _str(tk, v)
+    if v not in ("default", "close", "retry"):
+        raise _Fail(tk, "write_timeout must be 'default', 'close' or 'retry'")
+    p.values["write_timeout"] = "" if v == "default" else v
 
 
 def _lame_duck_duration(p: _Processor, key, tk, v) -> None:
@@ -560,6 +734,7 @@ def _parse_users(p: _Processor, tk, v) -> tuple[list, list]:
 
 def _accounts(p: _Processor, tk, v) -> None:
     am = _map(tk, v)
+    p.accounts_tk = tk   # where Go reports the errors of adding exports and imports
     configs: dict[str, AccountConfig] = dict(p.values.get("accounts") or {})
     imports: list[tuple] = []
     seen_users = {u.username for u in p.values.get("users", ())}
@@ -602,7 +777,11 @@ def _accounts(p: _Processor, tk, v) -> None:
                         raise _Fail(ktk, f"Imports should be an array, got {go_type_name(kv)}")
                     for entry in kv:
                         imports.append((name,) + _account_import(p, entry))
-                elif key in ("default_permissions", "jetstream", "mappings", "maps", "limits",
+                elif key == "jetstream":
+                    cfg.jetstream = _account_jetstream(p, ktk, kv)
+                elif key in ("mappings", "maps"):
+                    cfg.mappings = cfg.mappings + _mappings(p, ktk, kv)
+                elif key in ("default_permissions", "limits",
                              "nkey", "trace_dest", "msg_trace", "cluster_traffic"):
                     p.error(ktk, _not_yet(k, f"account {k}"))
                 else:
@@ -626,6 +805,86 @@ def _accounts(p: _Processor, tk, v) -> None:
         cfg = configs[owner]
         (cfg.stream_imports if kind == "stream" else cfg.service_imports).append(imp)
     p.values["accounts"] = configs
+
+
+# ------------------------------------------------------------------ mappings (Go: parseAccountMappings)
+
+def _mappings(p: _Processor, tk, v) -> tuple:
+    """One ``mappings`` block: ((source, (MapDest, ...)), ...), each entry checked by
+    building it (Go adds it to the account, whose errors are the config's)."""
+    from natsx.server.mapping import Mapping, MappingError
+    from natsx.sublist import is_valid_subject
+
+    am = _map(tk, v)
+    out = []
+    for subj, raw in am.items():
+        if not is_valid_subject(subj.encode()):
+            p.error(tk, f"Subject {go_quote_str(subj)} is not a valid subject")
+            continue
+        mtk, mv = _split(raw)
+        if isinstance(mv, str):
+            dests = (MapDest(mv, 100),)
+            prefix = f"Error adding mapping for {go_quote_str(subj)} to {go_quote_str(mv)} : "
+        elif isinstance(mv, list):
+            parsed = [_map_dest(p, *_split(item)) for item in mv]
+            if any(d is None for d in parsed):
+                # Go drops the bad entries (each reported) and adds the others.
+                parsed = [d for d in parsed if d is not None]
+            dests = tuple(parsed)
+            prefix = f"Error adding mapping for {go_quote_str(subj)} : "
+        else:
+            d = _map_dest(p, mtk, mv)
+            if d is None:
+                continue
+            dests = (d,)
+            prefix = f"Error adding mapping for {go_quote_str(subj)} : "
+        try:
+            Mapping(subj, dests)
+        except MappingError as exc:
+            p.error(mtk, prefix + str(exc))
+            continue
+        out.append((subj, dests))
+    return tuple(out)
+
+
+def _map_dest(p: _Processor, tk, v):
+    """Go's parseAccountMapDest: a ``{destination, weight, cluster}`` map; None (after
+    reporting the error) when it is not one."""
+    if not isinstance(v, dict):
+        p.error(tk, "Expected an entry for the mapping destination")
+        return None
+    subject = cluster = ""
+    weight = None
+    for k, raw in v.items():
+        ktk, kv = _split(raw)
+        key = k.lower()
+        if key in ("dest", "destination"):
+            subject = _str(ktk, kv)
+        elif key == "weight":
+            if isinstance(kv, str):
+                ws = kv[:-1] if kv.endswith("%") else kv
+                w = _mapping_atoi(ws) if ws == ws.strip(" ") else None
+                if w is None:
+                    p.error(ktk, f"Invalid weight {go_quote_str(ws)} for mapping destination")
+                    return None
+            elif isinstance(kv, int) and not isinstance(kv, bool):
+                w = kv
+            else:
+                p.error(ktk, f"Unknown entry type for weight of {kv}\n")
+                return None
+            if w > 100 or w < 0:
+                p.error(ktk, f"Invalid weight {w} for mapping destination")
+                return None
+            weight = w
+        elif key == "cluster":
+            cluster = _str(ktk, kv)
+        else:
+            p.error(ktk, f"Unknown field {go_quote_str(k)} for mapping destination")
+            return None
+    if weight is None:
+        p.error(tk, f"Missing weight for mapping destination {go_quote_str(subject)}")
+        return None
+    return MapDest(subject, weight, cluster)
 
 
 def _import_forms_cycle(configs: dict, kind: str, account: str, subject: str,
@@ -681,6 +940,8 @@ def _account_exports(p: _Processor, cfg: AccountConfig, tk, v) -> None:
             continue
         stream = service = ""
         accounts: frozenset | None = None
+        rtype, rtype_tk, threshold, thresh_tk = "Singleton", None, 0.0, None
+        latency, lat_tk = None, None
         for k, kraw in ev.items():
             ktk, kv = _split(kraw)
             key = k.lower()
@@ -693,20 +954,115 @@ def _account_exports(p: _Processor, cfg: AccountConfig, tk, v) -> None:
                     raise _Fail(ktk, f"Expected accounts field to be an array, got "
                                      f"{go_type_name(kv)}")
                 accounts = frozenset(_str(*_split(a)) for a in kv)
-            elif key in ("response", "response_type", "threshold", "response_threshold",
-                         "latency", "account_token_position", "allow_trace"):
-                # Response types other than Singleton, latency tracking: not yet.
+            elif key in ("response", "response_type"):
+                if rtype_tk is not None:
+                    p.error(ktk, "Duplicate response type definition")
+                    continue
+                rtype_tk = ktk or etk
+                if not isinstance(kv, str):
+                    p.error(ktk, f"Expected response type to be string, got {go_type_name(kv)}")
+                    continue
+                rtype = {"single": "Singleton", "singleton": "Singleton", "stream": "Streamed",
+                         "chunk": "Chunked", "chunked": "Chunked"}.get(kv.lower(), "")
+                if not rtype:
+                    p.error(ktk, f"Unknown response type: {go_quote_str(kv)}")
+                    rtype = "Singleton"
+            elif key in ("threshold", "response_threshold", "response_max_time",
+                         "response_time"):
+                if thresh_tk is not None:
+                    p.error(ktk, "Duplicate response threshold detected")
+                    continue
+                thresh_tk = ktk or etk
+                if not isinstance(kv, str):
+                    p.error(ktk, "Expected response threshold to be a parseable time duration, "
+                                 f"got {go_type_name(kv)}")
+                    continue
+                try:
+                    threshold = parse_go_duration(kv) / 1e9
+                except ValueError:
+                    p.error(ktk, "Expected response threshold to be a parseable time duration, "
+                                 f"got {go_quote_str(kv)}")
+            elif key == "latency":
+                lat_tk = ktk or etk
+                latency = _service_latency(p, lat_tk, kv)
+            elif key in ("account_token_position", "allow_trace"):
+                # Account token positions, message tracing: not yet.
                 p.error(ktk, _not_yet(k, f"export {k}"))
             else:
                 p.unknown(ktk, k)
         if stream and service:
             raise _Fail(etk, "Detected stream but already saw a service")
         if stream:
+            for rtk in (rtype_tk, thresh_tk):
+                if rtk is not None:
+                    p.error(rtk, "Detected response directive on non-service")
+            if lat_tk is not None and latency is not None:
+                p.error(lat_tk, "Detected latency directive on non-service")
             cfg.stream_exports.append(Export(stream, accounts))
         elif service:
-            cfg.service_exports.append(Export(service, accounts))
+            if latency is not None:
+                sampling, results = latency
+                why = ""
+                if not is_valid_publish_subject(results.encode()) or any(
+                        _subset(results.encode(), s.encode())
+                        for s in [e.subject for e in cfg.service_exports] + [service]):
+                    why = "invalid publish subject"
+                elif rtype != "Singleton":
+                    why = "bad service response type"
+                if why:
+                    p.error(getattr(p, "accounts_tk", etk),
+                            f"Error adding service latency sampling for "
+                                 f"{go_quote_str(service)} on subject "
+                                 f"{go_quote_str(results)}: {why}")
+                    latency = None
+            cfg.service_exports.append(Export(service, accounts, rtype, threshold, latency))
         else:
             raise _Fail(etk, "Expect a stream or service")
+
+
+def _service_latency(p: _Processor, tk, v) -> tuple | None:
+    """Go's parseServiceLatency: (sampling, results subject), None after an error."""
+    from natsx.server.latency import DEFAULT_SAMPLING, ERR_BAD_SAMPLING
+
+    if isinstance(v, str):
+        return DEFAULT_SAMPLING, v
+    if not isinstance(v, dict):
+        p.error(tk, "Expected latency entry to be a map/struct or string, got "
+                    f"{go_type_name(v)}")
+        return None
+    sampling = DEFAULT_SAMPLING
+    if "sampling" in v:
+        stk, sv = _split(v["sampling"])
+        header = False
+        if isinstance(sv, int) and not isinstance(sv, bool):
+            sample = sv
+        elif isinstance(sv, str):
+            if sv.strip().lower() == "headers":
+                header, sample = True, 0
+            else:
+                s = sv[:-1] if sv.endswith("%") else sv
+                sample = _mapping_atoi(s)
+                if sample is None:
+                    p.error(stk, f"Failed to parse latency sample: strconv.Atoi: parsing "
+                                 f"{go_quote_str(s)}: invalid syntax")
+                    return None
+        else:
+            p.error(stk, "Expected latency sample to be a string or map/struct, got "
+                         f"{go_type_name(sv)}")
+            return None
+        if not header and not 1 <= sample <= 100:
+            p.error(stk, ERR_BAD_SAMPLING)
+            return None
+        sampling = sample
+    if "subject" not in v:
+        p.error(tk, "Latency subject required, but missing")
+        return None
+    sutk, subject = _split(v["subject"])
+    if not isinstance(subject, str):
+        # Go formats the still-empty string variable here, so the type is always string.
+        p.error(sutk, "Expected latency subject to be a string, got string")
+        return None
+    return sampling, subject
 
 
 def _account_import(p: _Processor, entry) -> tuple:
@@ -872,6 +1228,310 @@ def _allow_responses(p: _Processor, tk, v) -> ResponsePermission | None:
     return ResponsePermission(max_msgs, expires)
 
 
+# ------------------------------------------------------------------ operator mode (Go: opts.go)
+
+def _operators(p: _Processor, key, tk, v) -> None:
+    from natsx.server.operator_config import parse_operators
+
+    parse_operators(p, tk, v, _Fail)
+
+
+def _trusted(p: _Processor, key, tk, v) -> None:
+    from natsx.server.operator_config import parse_trusted
+
+    parse_trusted(p, tk, v, _Fail)
+
+
+def _resolver(p: _Processor, key, tk, v) -> None:
+    from natsx.server.operator_config import parse_resolver
+
+    parse_resolver(p, tk, v, _Fail)
+
+
+def _resolver_preload(p: _Processor, key, tk, v) -> None:
+    from natsx.server.operator_config import parse_preload
+
+    parse_preload(p, tk, v, _Fail)
+
+
+def _resolver_pinned(p: _Processor, key, tk, v) -> None:
+    from natsx.server.operator_config import parse_pinned
+
+    parse_pinned(p, tk, v, _Fail)
+
+
+# ------------------------------------------------------------------ websocket (Go: parseWebsocket)
+
+def _string_array(p: _Processor, field: str, tk, v) -> list[str]:
+    """Go's parseStringArray."""
+    if isinstance(v, str):
+        return [v]
+    if isinstance(v, list):
+        out = []
+        for item in v:
+            itk, iv = _split(item)
+            if isinstance(iv, str):
+                out.append(iv)
+            else:
+                p.error(itk or tk, f"error parsing {field}: unsupported type in array "
+                                   f"{go_type_name(iv)}")
+        return out
+    raise _Fail(tk, f"error parsing {field}: unsupported type {go_type_name(v)}")
+
+
+def _websocket(p: _Processor, key, tk, v) -> None:
+    from natsx.server.options import WebsocketOpts
+
+    if not isinstance(v, dict):
+        raise _Fail(tk, f"Expected websocket to be a map, got {go_type_name(v)}")
+    wo = p.values.get("websocket") or WebsocketOpts()
+    for mk, mraw in v.items():
+        mtk, mv = _split(mraw)
+        name = mk.lower()
+        try:
+            if name == "listen":
+                wo.host, wo.port = _parse_listen(mtk, mv)
+            elif name == "port":
+                wo.port = _int(mtk, mv)
+            elif name in ("host", "net"):
+                wo.host = _str(mtk, mv)
+            elif name == "advertise":
+                wo.advertise = _str(mtk, mv)
+            elif name == "no_tls":
+                wo.no_tls = _bool(mtk, mv)
+            elif name == "tls":
+                wo.tls = parse_tls_block(mtk, mv)
+            elif name == "same_origin":
+                wo.same_origin = _bool(mtk, mv)
+            elif name in ("allowed_origins", "allowed_origin", "allow_origins", "allow_origin",
+                          "origins", "origin"):
+                wo.allowed_origins = _string_array(p, "allowed origins", mtk, mv)
+            elif name == "handshake_timeout":
+                if isinstance(mv, int) and not isinstance(mv, bool):
+                    wo.handshake_timeout = float(mv)
+                elif isinstance(mv, str):
+                    try:
+                        wo.handshake_timeout = parse_go_duration(mv) / 1e9
+                    except ValueError as exc:
+                        raise _Fail(mtk, str(exc)) from None
+                else:
+                    p.error(mtk, "error parsing handshake timeout: unsupported type "
+                                 f"{go_type_name(mv)}")
+                    wo.handshake_timeout = 0.0
+            elif name in ("compress", "compression"):
+                wo.compression = _bool(mtk, mv)
+            elif name in ("authorization", "authentication"):
+                _websocket_auth(p, wo, mtk, mv)
+            elif name == "jwt_cookie":
+                wo.jwt_cookie = _str(mtk, mv)
+            elif name == "user_cookie":
+                wo.user_cookie = _str(mtk, mv)
+            elif name == "pass_cookie":
+                wo.pass_cookie = _str(mtk, mv)
+            elif name == "token_cookie":
+                wo.token_cookie = _str(mtk, mv)
+            elif name == "no_auth_user":
+                wo.no_auth_user = _str(mtk, mv)
+            elif name == "headers":
+                if not isinstance(mv, dict):
+                    raise _Fail(mtk, f"error parsing headers: unsupported type {go_type_name(mv)}")
+                headers = {}
+                for hk, hraw in mv.items():
+                    htk, hv = _split(hraw)
+                    if isinstance(hv, str):
+                        headers[hk] = hv
+                    else:
+                        p.error(htk or mtk, f"error parsing header key {hk}: unsupported type "
+                                            f"{go_type_name(hv)}")
+                wo.headers = headers
+            elif name == "ping_interval":
+                wo.ping_interval = p.duration("ping_interval", mtk, mv)
+            else:
+                p.unknown(mtk, mk)
+        except _Fail as exc:
+            p.error(exc.tk or mtk, exc.reason)
+    p.values["websocket"] = wo
+
+
+def _websocket_auth(p: _Processor, wo, tk, v) -> None:
+    """The websocket block's ``authorization`` (Go: parseSimpleAuth)."""
+    am = _map(tk, v)
+    wo.username = wo.password = wo.token = ""
+    wo.auth_timeout = 0.0
+    for k, raw in am.items():
+        ktk, kv = _split(raw)
+        name = k.lower()
+        if name in ("user", "username"):
+            wo.username = _str(ktk, kv)
+        elif name in ("pass", "password"):
+            wo.password = _str(ktk, kv)
+        elif name == "token":
+            wo.token = _str(ktk, kv)
+        elif name == "timeout":
+            wo.auth_timeout = float(kv) if isinstance(kv, (int, float)) and \
+                not isinstance(kv, bool) else 1.0
+        else:
+            p.unknown(ktk, k)
+
+
+# ------------------------------------------------------------------ tls (Go: parseTLS)
+
+# Keys of Go's tls block for what this build does not have: refused by name.
+_TLS_NOT_YET = {
+    "connection_rate_limit": "TLS connection rate limits",
+    "cert_store": "certificate stores", "cert_match_by": "certificate stores",
+    "cert_match": "certificate stores", "cert_match_skip_invalid": "certificate stores",
+    "ca_certs_match": "certificate stores", "ocsp_peer": "OCSP peer verification",
+    "certs": "multiple certificates", "certificates": "multiple certificates",
+}
+
+
+def _tls_bool(tk, v, key: str) -> bool:
+    if not isinstance(v, bool):
+        raise _Fail(tk, f"error parsing tls config, expected '{key}' to be a boolean")
+    return v
+
+
+def _tls_file(tk, v, key: str) -> str:
+    if not isinstance(v, str):
+        raise _Fail(tk, f"error parsing tls config, expected '{key}' to be filename")
+    return v
+
+
+def _tls_names(tk, v, key: str, known, what: str) -> tuple:
+    if not isinstance(v, list):
+        raise _Fail(tk, f"interface conversion: interface {{}} is {go_type_name(v)}, "
+                        "not []interface {}")
+    if not v:
+        raise _Fail(tk, f"error parsing tls config, '{key}' cannot be empty")
+    out = []
+    for item in v:
+        itk, iv = _split(item)
+        name = _str(itk or tk, iv)
+        if name not in known:
+            raise _Fail(itk or tk, f"unrecognized {what} {name}")
+        out.append(name)
+    return tuple(out)
+
+
+def parse_tls_block(tk, v, *, client_ctx: bool = True):
+    """A ``tls {}`` block as a natsx.server.tls.TLSConfigOpts (Go: parseTLS), its files
+    loaded once to report Go's GenTLSConfig errors now. Reusable for the ``tls`` block of
+    other listeners (``websocket { tls {} }``).
+
+    Raises:
+        _Fail: with Go's text and the offending key's position.
+    """
+    from natsx.server import tls as tlsmod
+
+    block = _map(tk, v)
+    f: dict[str, Any] = {}
+    insecure_seen: list[str] = []
+    allow_insecure = False
+    for mk, raw in block.items():
+        ktk, kv = _split(raw)
+        ktk = ktk or tk
+        key = mk.lower()
+        if key in ("cert_file", "key_file", "ca_file"):
+            f[key] = _tls_file(ktk, kv, key)
+        elif key in ("insecure", "verify"):
+            f[key] = _tls_bool(ktk, kv, key)
+        elif key == "verify_and_map":
+            if _tls_bool(ktk, kv, key):
+                f["verify"] = True
+            f["map"] = kv
+        elif key == "verify_cert_and_check_known_urls":
+            if _tls_bool(ktk, kv, key) and client_ctx:
+                raise _Fail(ktk, "verify_cert_and_check_known_urls not supported in this context")
+            if kv:
+                raise _Fail(ktk, _not_yet(mk, "checking known URLs"))
+        elif key == "allow_insecure_cipher_suites":
+            allow_insecure = _tls_bool(ktk, kv, key)
+        elif key == "cipher_suites":
+            names = _tls_names(ktk, kv, key, {**tlsmod.GO_CIPHERS, **tlsmod.INSECURE_CIPHERS},
+                               "cipher")
+            insecure_seen = [n for n in names if n in tlsmod.INSECURE_CIPHERS]
+            f["ciphers"] = names
+        elif key == "curve_preferences":
+            f["curve_preferences"] = _tls_names(ktk, kv, key, tlsmod.CURVES, "curve preference")
+        elif key == "timeout":
+            if isinstance(kv, bool) or not isinstance(kv, (int, float, str)):
+                raise _Fail(ktk, "error parsing tls config, 'timeout' wrong type")
+            if isinstance(kv, str):
+                try:
+                    f["timeout"] = parse_go_duration(kv) / 1e9
+                except ValueError as exc:
+                    raise _Fail(ktk, f"error parsing tls config, 'timeout' {exc}") from None
+            else:
+                f["timeout"] = float(kv)
+        elif key == "pinned_certs":
+            if not isinstance(kv, list):
+                raise _Fail(ktk, "error parsing tls config, expected 'pinned_certs' to be a list "
+                                 "of hex-encoded sha256 of DER encoded SubjectPublicKeyInfo")
+            pins = set()
+            for item in kv:
+                itk, iv = _split(item)
+                entry = _str(itk or ktk, iv).lower()
+                if len(entry) != 64 or any(c not in "0123456789abcdef" for c in entry):
+                    raise _Fail(itk or ktk, f"error parsing tls config, 'pinned_certs' key {entry} "
+                                            "does not look like hex-encoded sha256 of DER "
+                                            "encoded SubjectPublicKeyInfo")
+                pins.add(entry)
+            if pins:
+                f["pinned_certs"] = frozenset(pins)
+        elif key in ("handshake_first", "first", "immediate"):
+            if isinstance(kv, bool):
+                f["handshake_first"] = kv
+            elif isinstance(kv, str):
+                low = kv.lower()
+                if low in ("true", "on"):
+                    f["handshake_first"] = True
+                elif low in ("false", "off"):
+                    f["handshake_first"] = False
+                elif low in ("auto", "auto_fallback"):
+                    f["handshake_first"] = True
+                    f["fallback_delay"] = tlsmod.HANDSHAKE_FIRST_FALLBACK
+                else:
+                    try:
+                        f["fallback_delay"] = parse_go_duration(kv) / 1e9
+                    except ValueError:
+                        raise _Fail(ktk, f"field {go_quote_str(mk)}'s value "
+                                         f"{go_quote_str(kv)} is invalid") from None
+                    f["handshake_first"] = True
+            else:
+                raise _Fail(ktk, f"field {go_quote_str(mk)} should be a boolean or a string, "
+                                 f"got {go_type_name(kv)}")
+        elif key == "min_version":
+            if not isinstance(kv, str):
+                raise _Fail(ktk, f"error parsing tls config: 'min_version' wrong type: {kv}")
+            if kv not in ("1.0", "1.1", "1.2", "1.3"):
+                raise _Fail(ktk, f"error parsing tls config: unknown version: {kv}")
+            if kv in ("1.0", "1.1"):
+                raise _Fail(ktk, "error parsing tls config: unsupported TLS version: TLS "
+                                 + kv)
+            f["min_version"] = kv
+        elif key in _TLS_NOT_YET:
+            raise _Fail(ktk, _not_yet(mk, _TLS_NOT_YET[key]))
+        else:
+            raise _Fail(ktk, f"error parsing tls config, unknown field {go_quote_str(mk)}")
+    if insecure_seen and not allow_insecure:
+        raise _Fail(tk, "insecure cipher suites configured without "
+                        "'allow_insecure_cipher_suites' option set: " + ", ".join(insecure_seen))
+    opts = tlsmod.TLSConfigOpts(**f)
+    try:
+        tlsmod.server_context(opts)
+    except tlsmod.TLSSetupError as exc:
+        raise _Fail(tk, str(exc)) from None
+    return attrs.evolve(opts, files_digest=tlsmod.files_digest(opts))
+
+
+def _tls(p: _Processor, key, tk, v) -> None:
+    tc = parse_tls_block(tk, v)
+    p.values.update(tls_config=tc, tls_timeout=tc.timeout, tls_map=tc.map,
+                    tls_pinned_certs=tc.pinned_certs, tls_handshake_first=tc.handshake_first,
+                    tls_handshake_first_fallback=tc.fallback_delay)
+
+
 _TOP: dict[str, Callable] = {
     "listen": _listen,
     "client_advertise": _setter("client_advertise", _str),
@@ -894,6 +1554,12 @@ _TOP: dict[str, Callable] = {
     "http_base_path": _setter("http_base_path", _str),
     "logfile": _setter("log_file", _str),
     "log_file": _setter("log_file", _str),
+    "logfile_size_limit": _setter("log_size_limit", _int),
+    "log_size_limit": _setter("log_size_limit", _int),
+    "logfile_max_num": _setter("log_max_num", _int),
+    "log_max_num": _setter("log_max_num", _int),
+    "syslog": _setter("syslog", _bool),
+    "remote_syslog": _setter("remote_syslog", _str),
     "pidfile": _setter("pid_file", _str),
     "pid_file": _setter("pid_file", _str),
     "ports_file_dir": _setter("ports_file_dir", _str),
@@ -909,18 +1575,42 @@ _TOP: dict[str, Callable] = {
     "ping_interval": _duration_option("ping_interval", "ping_interval"),
     "ping_max": _setter("max_pings_out", _int),
     "write_deadline": _duration_option("write_deadline", "write_deadline"),
+    "write_timeout": _write_timeout,
+    "no_fast_producer_stall": _setter("no_fast_producer_stall", _bool),
     "lame_duck_duration": _lame_duck_duration,
     "lame_duck_grace_period": _lame_duck_grace_period,
     "no_auth_user": _setter("no_auth_user", _str),
     "accounts": lambda p, key, tk, v: _accounts(p, tk, v),
+    "mappings": lambda p, key, tk, v: p.values.__setitem__(
+        "mappings", (p.values.get("mappings") or ()) + _mappings(p, tk, v)),
+    "maps": lambda p, key, tk, v: p.values.__setitem__(
+        "mappings", (p.values.get("mappings") or ()) + _mappings(p, tk, v)),
     "system_account": _setter("system_account", _str),
     "system": _setter("system_account", _str),
+    "no_system_account": _setter("no_system_account", _bool),
+    "no_system": _setter("no_system_account", _bool),
+    "no_sys_acc": _setter("no_system_account", _bool),
     "no_header_support": _setter("no_header_support", _bool),
     "max_closed_clients": _setter("max_closed_clients", _int),
     "server_tags": _server_tags,
     "jetstream": _jetstream,
+    "websocket": _websocket,
+    "ws": _websocket,
     "store_dir": _setter("store_dir", _str),
+    "tls": _tls,
+    "https": _https,
+    "https_port": _setter("https_port", _int),
+    "allow_non_tls": _setter("allow_non_tls", _bool),
     "storedir": _setter("store_dir", _str),
+    **{k: _operators for k in ("operator", "operators", "roots", "root", "root_operators",
+                               "root_operator")},
+    "trusted": _trusted,
+    "trusted_keys": _trusted,
+    "resolver": _resolver,
+    "account_resolver": _resolver,
+    "accounts_resolver": _resolver,
+    "resolver_preload": _resolver_preload,
+    "resolver_pinned_accounts": _resolver_pinned,
 }
 
 
@@ -939,6 +1629,9 @@ def process_config_file(path: str) -> tuple[dict[str, Any], list[str], str]:
         raise ConfigProcessError([exc.reason]) from None
     p = _Processor()
     p.run(tree)
+    from natsx.server.operator_config import finish_operator_values
+
+    finish_operator_values(p)
     if p.errors:
         raise ConfigProcessError(p.errors, p.warnings)
     return p.values, p.warnings, config_digest(tree)
@@ -962,8 +1655,47 @@ def load_options(path: str, overrides: dict[str, Any] | None = None) -> tuple[Op
     opts.config_file = path
     opts.config_digest = digest
     opts.cli_overrides = overrides
+    if "auth_timeout" not in values:
+        opts.auth_timeout = 0.0   # the default depends on TLS (Go: getDefaultAuthTimeout)
+    apply_tls_flags(opts)
     apply_baseline(opts)
+    from natsx.server.operator_config import expand_trusted_keys
+
+    expand_trusted_keys(opts)
     return opts, warnings
+
+
+_TLS_FLAGS = ("tls", "tls_verify", "tls_cert", "tls_key", "tls_ca_cert")
+
+
+def apply_tls_flags(o: Options) -> None:
+    """The ``--tls*`` flags over the config's ``tls`` block (Go: ConfigureOptions and
+    overrideTLS): ``--tls=false`` disables TLS; any other of them replaces the block's
+    certificate, key, CA and verification with the flags' (the block's timeout,
+    verify_and_map and handshake_first stay).
+
+    Raises:
+        ConfigProcessError: with Go's text.
+    """
+    from natsx.server import tls as tlsmod
+
+    given = [f for f in _TLS_FLAGS if f in o.cli_overrides]
+    if not given:
+        return
+    if "tls" in given and not o.tls:
+        o.tls_config = None
+        return
+    if not o.tls_cert:
+        raise ConfigProcessError(["TLS Server certificate must be present and valid"])
+    if not o.tls_key:
+        raise ConfigProcessError(["TLS Server private key must be present and valid"])
+    tc = tlsmod.TLSConfigOpts(cert_file=o.tls_cert, key_file=o.tls_key, ca_file=o.tls_ca_cert,
+                              verify=o.tls_verify)
+    try:
+        tlsmod.server_context(tc)
+    except tlsmod.TLSSetupError as exc:
+        raise ConfigProcessError([str(exc)]) from None
+    o.tls_config = attrs.evolve(tc, files_digest=tlsmod.files_digest(tc))
 
 
 def apply_baseline(o: Options) -> None:
@@ -978,8 +1710,12 @@ def apply_baseline(o: Options) -> None:
         o.ping_interval = defaults.PING_INTERVAL
     if o.max_pings_out == 0:
         o.max_pings_out = defaults.MAX_PINGS_OUT
+    if o.tls_timeout == 0:
+        o.tls_timeout = TLS_TIMEOUT
     if o.auth_timeout == 0:
-        o.auth_timeout = defaults.AUTH_TIMEOUT
+        # Go: getDefaultAuthTimeout, the TLS timeout plus a second with TLS
+        o.auth_timeout = o.tls_timeout + 1.0 if o.tls_config is not None else \
+            defaults.AUTH_TIMEOUT
     if o.max_payload == 0:
         o.max_payload = defaults.MAX_PAYLOAD
     if o.max_pending == 0:
@@ -994,6 +1730,8 @@ def apply_baseline(o: Options) -> None:
         o.lame_duck_grace_period = defaults.LAME_DUCK_GRACE_PERIOD
     if o.max_closed_clients == 0:
         o.max_closed_clients = defaults.MAX_CLOSED_CLIENTS
+    if o.websocket.port != 0 and not o.websocket.host:
+        o.websocket.host = defaults.DEFAULT_HOST
 
 
 def validate_options(o: Options) -> None:
@@ -1014,6 +1752,11 @@ def validate_options(o: Options) -> None:
         fail(f"max_payload ({o.max_payload}) cannot be higher than max_pending ({o.max_pending})")
     if o.server_name and " " in o.server_name:
         fail("server name cannot contain spaces")
+    from natsx.server.operator_config import validate_operator_options
+
+    msg = validate_operator_options(o)
+    if msg:
+        fail(msg)
     for u in o.users or ():
         _validate_perms(u.permissions, f'invalid permissions for user "{u.username}"')
     for u in o.nkeys or ():
@@ -1025,6 +1768,60 @@ def validate_options(o: Options) -> None:
         if o.no_auth_user not in names:
             fail(f'no_auth_user: "{o.no_auth_user}" not present as user or nkey in '
                  "authorization block or account configuration")
+    msg = _validate_websocket(o)
+    if msg:
+        fail(msg)
+
+
+def _validate_websocket(o: Options) -> str:
+    """Go's validateWebsocketOptions: the error text, or ""."""
+    from urllib.parse import urlsplit
+
+    from natsx.server.websocket import host_and_port
+
+    wo = o.websocket
+    if wo.port == 0:
+        return ""
+    if wo.tls is None and not wo.no_tls:
+        return "websocket requires TLS configuration"
+    for origin in wo.allowed_origins:
+        if not origin.startswith("/") and "://" not in origin:
+            return f'unable to parse allowed origin: parse "{origin}": invalid URI for request'
+        try:
+            u = urlsplit(origin)
+        except ValueError as exc:
+            return f"unable to parse allowed origin: {exc}"
+        if u.scheme not in ("http", "https"):
+            return (f"unable to parse allowed origin {json.dumps(origin)}: allowed origins must "
+                    "be absolute URLs with http or https scheme")
+        if not u.netloc:
+            return f"unable to parse allowed origin {json.dumps(origin)}: host is required"
+        try:
+            host_and_port(u.scheme == "https", u.netloc)
+        except ValueError as exc:
+            return f"unable to parse allowed origin: {exc}"
+    if wo.no_auth_user:
+        if o.users is None and o.nkeys is None:
+            return f'no_auth_user: "{wo.no_auth_user}" present, but users/nkeys are not defined'
+        names = {u.username for u in o.users or ()} | {u.nkey for u in o.nkeys or ()}
+        if wo.no_auth_user not in names:
+            return (f'no_auth_user: "{wo.no_auth_user}" not present as user or nkey in '
+                    "authorization block or account configuration")
+    if o.users or o.nkeys:
+        if wo.username:
+            return "websocket authentication username not compatible with presence of users/nkeys"
+        if wo.token:
+            return "websocket authentication token not compatible with presence of users/nkeys"
+    if wo.jwt_cookie and getattr(o, "trusted_keys", None) is None:
+        return ("trusted operators or trusted keys configuration is required for JWT "
+                f"authentication via cookie {json.dumps(wo.jwt_cookie)}")
+    for key in wo.headers:
+        k = key.lower()
+        if k in ("host", "content-length", "connection", "upgrade", "nats-no-masking"):
+            return f"websocket: invalid header {json.dumps(key)} not allowed"
+        if k.startswith("sec-websocket-"):
+            return f'websocket: invalid header {json.dumps(key)}, "Sec-WebSocket-" prefix not allowed'
+    return ""
 
 
 def _validate_perms(perms: Permissions | None, what: str) -> None:

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING
 import trio
 
 from natsx.protocol import events as ev
+from natsx.server import tls as tlsmod
 from natsx.server.authorization import authorize
+from natsx.server.operator import AccountLimitReached, PendingLookup
 
 if TYPE_CHECKING:
     from natsx.server.worker import Server
@@ -56,6 +58,8 @@ SERVER_SHUTDOWN = "Server Shutdown"
 WRITE_ERROR = "Write Error"
 READ_ERROR = "Read Error"
 MAX_SUBS = "Maximum Subscriptions Exceeded"
+AUTH_EXPIRED = "Authentication Expired"
+TLS_HANDSHAKE_ERROR = "TLS Handshake Error"
 
 
 # The JSON types of Go's ClientOpts fields. A mismatch fails json.Unmarshal there, which
@@ -79,6 +83,14 @@ def _connect_types_ok(opts: dict) -> bool:
     return True
 
 
+def _ping_interval(conn, opts) -> float:
+    """The websocket block's ping_interval, when set, for WebSocket clients."""
+    wo = getattr(opts, "websocket", None)
+    if conn.ws is not None and wo is not None and wo.ping_interval > 0:
+        return wo.ping_interval
+    return opts.ping_interval
+
+
 async def stall_for(target) -> None:
     """Waits (briefly) for a receiver that is over 3/4 of its max_pending to drain."""
     conn = target.conn
@@ -94,9 +106,11 @@ async def stall_for(target) -> None:
 class ClientConnection:
     """A client's socket and everything the server tracks about it."""
 
-    def __init__(self, server: "Server", sock: socket.socket, cid: int) -> None:
+    def __init__(self, server: "Server", sock: socket.socket, cid: int, ws=None) -> None:
         self.server = server
         self.sock = sock
+        # The WebSocket framing (natsx.server.websocket.Codec); None for a NATS client.
+        self.ws = ws
         self.cid = cid
         self.core = server.new_client_core(cid)
         self.core.conn = self
@@ -123,6 +137,14 @@ class ClientConnection:
         self.nonce = ""
         self.connect_opts: dict = {}   # the CONNECT, kept to re-check it on a reload
         self.perms = None              # natsx.auth.permissions.PermissionSet, or None
+        # Operator mode (natsx.server.operator): the user's claims, whether it runs on the
+        # account's default permissions, its subscription limit (None: the server's), the
+        # CONNECT waiting for an account fetch, and the JWT expiry timer.
+        self.jwt_user = None
+        self.jwt_default_perms = False
+        self.max_subs: int | None = None
+        self._pending_connect: tuple | None = None
+        self._expiry: trio.CancelScope | None = None
         self.sub_seq = 0
         self.deferred_pongs = 0
         self.final_subs: list = []
@@ -135,22 +157,31 @@ class ClientConnection:
         self._cancel: trio.CancelScope | None = None
         self._read_size = MIN_READ * 8
         self._last_client_activity = self.start
+        # TLS (natsx.server.tls): set once the handshake is done; ``sock`` is then the
+        # ssl.SSLSocket. /connz reports the version, the cipher and the peer certificates.
+        self.tls = False
+        self.tls_first = False
+        self.tls_version = ""
+        self.tls_cipher = ""
+        self.tls_peer_certs: list = []
 
     # ------------------------------------------------------------------ life cycle
 
     async def run(self) -> None:
         server = self.server
-        self.queue(server.info_bytes(self))
-        self.flush()
-        if server.auth.required:
-            self.core.auth_pending = True
+        auth_required = server.auth_for(self).required
         try:
             with trio.CancelScope() as scope:
                 self._cancel = scope
+                if not await self._open():
+                    return
+                if auth_required:
+                    # Go starts the auth timer after the TLS handshake.
+                    self.core.auth_pending = True
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer)
                     nursery.start_soon(self._pinger)
-                    if server.auth.required:
+                    if auth_required:
                         nursery.start_soon(self._auth_timer)
                     await self._reader()
                     scope.cancel()
@@ -162,6 +193,56 @@ class ClientConnection:
         finally:
             self._teardown()
 
+    async def _open(self) -> bool:
+        """INFO and the TLS handshake, in the order of Go's createClientEx: INFO in the clear
+        then the handshake; with ``handshake_first`` the handshake then INFO (after a
+        fallback delay without any byte from the client, INFO in the clear instead); with
+        ``allow_non_tls`` the handshake only for a client whose first byte starts a TLS
+        record. False when the connection is closed."""
+        server = self.server
+        ctx = server.tls_context if self.ws is None else None
+        if ctx is None:
+            self.queue(server.info_bytes(self))
+            self.flush()
+            return not self.closed
+        o = server.options
+        tls_first = o.tls_handshake_first
+        if tls_first and o.tls_handshake_first_fallback > 0:
+            if not await tlsmod.peek(self.sock, o.tls_handshake_first_fallback):
+                tls_first = False
+        if not tls_first:
+            self.queue(server.info_bytes(self))
+            self.flush()
+            if self.closed:
+                return False
+        if not tls_first and o.allow_non_tls:
+            first = await tlsmod.peek(self.sock, o.tls_timeout)
+            if first[:1] != b"\x16":
+                return True
+        try:
+            self.sock = tlsmod.wrap_server(ctx, self.sock)
+            await tlsmod.handshake(self.sock, o.tls_timeout)
+            if not tlsmod.pinned(self.sock, o.tls_pinned_certs):
+                raise tlsmod.HandshakeError("peer certificate not pinned")
+        except (tlsmod.HandshakeError, OSError) as exc:
+            # Go logs probes and timeouts at debug level, other failures as errors.
+            level = logging.DEBUG if getattr(exc, "timeout", False) else logging.ERROR
+            text = str(exc) if isinstance(exc, tlsmod.HandshakeError) else "EOF"
+            log.log(level, "%s:%d - cid:%d - TLS handshake error: %s", self.ip, self.port,
+                    self.cid, text)
+            self.close(TLS_HANDSHAKE_ERROR)
+            return False
+        self.tls = True
+        self.tls_first = tls_first
+        self.tls_version, self.tls_cipher = tlsmod.connection_state(self.sock)
+        self.tls_peer_certs = tlsmod.peer_certificates(self.sock)
+        log.debug("%s:%d - cid:%d - TLS version %s, cipher suite %s", self.ip, self.port,
+                  self.cid, self.tls_version, self.tls_cipher)
+        if tls_first:
+            self.queue(server.info_bytes(self, tls_first=True))
+            self.flush()
+        return not self.closed
+
     def close(self, reason: str, err: str | None = None) -> None:
         """Closes the connection, sending ``-ERR '<err>'`` first when given."""
         if self.closed:
@@ -172,6 +253,8 @@ class ClientConnection:
         self.stop = time.time()
         if err:
             self.queue(b"-ERR '" + err.encode() + b"'\r\n")
+        if self.ws is not None:
+            self.ws.close(reason)
         if reason in (SLOW_PENDING, SLOW_DEADLINE):
             # Go drops a slow consumer's pending data; a partial write could also leave
             # half a frame on the wire.
@@ -192,6 +275,8 @@ class ClientConnection:
     def _teardown(self) -> None:
         if not self.closed:
             self.close(CLIENT_CLOSED)
+        if self._expiry is not None:
+            self._expiry.cancel()
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -208,7 +293,8 @@ class ClientConnection:
         parts = [bytes(c) for c in self._chunks]
         self._chunks.clear()
         self.core.inflight = 0
-        parts.append(self.core.take_output())
+        out = self.core.take_output()
+        parts.append(out if self.ws is None else self.ws.frame(out))
         return b"".join(parts)
 
     def flush(self) -> None:
@@ -221,17 +307,19 @@ class ClientConnection:
             self.server.note_slow_consumer(self)
             self.close(SLOW_PENDING)
             return
-        if core.out_len == 0:
+        if core.out_len == 0 and (self.ws is None or not self.ws.pending):
             return
         data = core.take_output()
+        if self.ws is not None:
+            data = self.ws.frame(data)
         if self._chunks:
             self._chunks.append(data)
             core.inflight += len(data)
             return
         try:
             n = self.sock.send(data)
-        except BlockingIOError:
-            n = 0
+        except tlsmod.WANT_IO:
+            n = 0   # TLS: the writer retries with these same bytes, as OpenSSL requires
         except OSError:
             self.close(WRITE_ERROR)
             return
@@ -245,26 +333,41 @@ class ClientConnection:
         while True:
             await self._write_wakeup.wait()
             self._write_wakeup = trio.Event()
+            want_read = False
+            sent = 0   # bytes this attempt got out (Go's "written")
             while self._chunks:
                 chunk = self._chunks[0]
                 # The options in force now: a reload may have changed the deadline.
                 with trio.move_on_after(self.server.options.write_deadline) as timeout:
-                    await trio.lowlevel.wait_writable(self.sock)
+                    if want_read:
+                        await trio.lowlevel.wait_readable(self.sock)   # TLS renegotiation
+                    else:
+                        await trio.lowlevel.wait_writable(self.sock)
+                    want_read = False
                 if self.closed or not self._chunks or self._chunks[0] is not chunk:
                     # close() took over the pending data while we waited.
                     return
                 if timeout.cancelled_caught:
                     self.server.note_slow_consumer(self)
+                    # Go's write_timeout policy: "retry" keeps a client that made progress
+                    # (a slow consumer from then on); the default closes, as does no progress.
+                    if sent and self.server.options.write_timeout == "retry":
+                        sent = 0
+                        continue
                     self.close(SLOW_DEADLINE)
                     return
                 try:
                     n = self.sock.send(chunk)
-                except BlockingIOError:
+                except tlsmod.ssl.SSLWantReadError:
+                    want_read = True
+                    continue
+                except tlsmod.WANT_IO:
                     continue
                 except OSError:
                     self.close(WRITE_ERROR)
                     return
                 self.core.inflight -= n
+                sent += n
                 if self._drained is not None and self.core.pending_bytes * 4 <= self.core.max_pending * 3:
                     self._drained.set()
                     self._drained = None
@@ -286,9 +389,15 @@ class ClientConnection:
         while True:
             try:
                 data = sock.recv(self._read_size)
-            except BlockingIOError:
+            except (BlockingIOError, tlsmod.ssl.SSLWantReadError):
                 await trio.lowlevel.wait_readable(sock)
                 continue
+            except tlsmod.ssl.SSLWantWriteError:
+                await trio.lowlevel.wait_writable(sock)
+                continue
+            except tlsmod.ssl.SSLZeroReturnError:
+                self.close(CLIENT_CLOSED)   # the client's close_notify
+                return
             except OSError as exc:
                 if exc.errno not in (errno.ECONNRESET, errno.EPIPE):
                     log.debug("read error on cid %d: %s", self.cid, exc)
@@ -309,6 +418,11 @@ class ClientConnection:
             mesh = server.mesh
             if mesh is not None and mesh.inbox.pending_bytes():
                 mesh.poll()   # peers' interest that arrived first applies to this read
+            ws = self.ws
+            if ws is not None:
+                data = ws.decode(data, core.max_payload)
+                if ws.pending:
+                    self._touch()   # a pong or a close frame to send after this batch
             core.feed(data)
             while True:
                 event = core.next_event()
@@ -317,13 +431,25 @@ class ClientConnection:
                 handle(event)
                 if self.closed:
                     break
+                if self._pending_connect is not None:
+                    # The account's JWT must be fetched first (URL resolver).
+                    server.after_batch()
+                    await self._finish_connect()
+                    if self.closed:
+                        break
             server.after_batch()
+            if ws is not None and ws.done is not None and not self.closed:
+                # A close frame ("Client Closed") or a framing error ("Read Error").
+                if ws.error:
+                    log.error("%s:%d - wid:%d - read error: %s", self.ip, self.port, self.cid,
+                              ws.error)
+                self.close(ws.done)
             if self.closed:
                 return
             target = core.stall_target
             if target is not None:
                 core.stall_target = None
-                if target.conn is not self:
+                if target.conn is not self and not server.options.no_fast_producer_stall:
                     await stall_for(target)
             mesh = server.mesh
             if mesh is not None and not mesh.congested.is_set():
@@ -386,6 +512,8 @@ class ClientConnection:
             self.close(PROTOCOL_VIOLATION)
             return
         opts = {k: v for k, v in opts.items() if v is not None}
+        if self.ws is not None:
+            opts = self.ws.apply_cookies(opts)
         core = self.core
         server = self.server
         if not self._connect_seen.is_set():
@@ -407,11 +535,21 @@ class ClientConnection:
         self.connect_received = True
         # Checked in the order of Go's processConnect: credentials, account, protocol, headers.
         self.connect_opts = opts
-        if not authorize(server, self, opts):
+        try:
+            ok = authorize(server, self, opts)
+        except PendingLookup as pending:
+            self._pending_connect = (pending.name, arg)
+            return
+        except AccountLimitReached:
+            return      # Go: the account limit's own -ERR, already sent
+        if not ok:
             server.note_auth_error(self)
             self.close(AUTH_VIOLATION, "Authorization Violation")
             return
         core.auth_pending = False
+        if server.system is not None:
+            # Go sends the connect advisory once authenticated (isClientAuthorized).
+            server.system.client_connected(self)
         if opts.get("account") or opts.get("new_account"):
             server.note_auth_error(self)
             self.close(AUTH_VIOLATION, "Authorization Violation")
@@ -426,16 +564,40 @@ class ClientConnection:
             self.queue(b"+OK\r\n")
             self._touch()
 
+    async def _finish_connect(self) -> None:
+        name, arg = self._pending_connect
+        self._pending_connect = None
+        await self.server.operator.fetch_async(name)
+        if not self.closed:
+            self._process_connect(arg)
+
+    def set_expiry(self, delay: float) -> None:
+        """Closes the connection after ``delay`` seconds: its user JWT expires (Go:
+        setExpirationTimer, authExpired)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        scope = self._expiry = trio.CancelScope()
+
+        async def expire() -> None:
+            with scope:
+                await trio.sleep(delay)
+                if not self.closed:
+                    log.debug("%s:%d - cid:%d - User Authentication Expired", self.ip,
+                              self.port, self.cid)
+                    self.close(AUTH_EXPIRED, "User Authentication Expired")
+
+        self.server._nursery.start_soon(expire)
+
     # ------------------------------------------------------------------ timers
 
     async def _auth_timer(self) -> None:
-        await trio.sleep(self.server.auth.timeout)
+        await trio.sleep(self.server.auth_for(self).timeout)
         if not self.connect_received or self.core.auth_pending:
             self.close(AUTH_TIMEOUT, "Authentication Timeout")
 
     async def _pinger(self) -> None:
         opts = self.server.options
-        interval = opts.ping_interval
+        interval = _ping_interval(self, opts)
         if interval <= 0:
             return
         # Go (setFirstPingTimer): the first PING goes out early, 2s after CONNECT plus up
@@ -448,7 +610,7 @@ class ClientConnection:
             # Read the options each time: a reload changes them for live connections too
             # (Go re-reads them whenever it sets the ping timer).
             opts = self.server.options
-            interval = delay = opts.ping_interval
+            interval = delay = _ping_interval(self, opts)
             now = time.monotonic()
             need_rtt = self.rtt == 0 or now - self._rtt_start > 300
             # Skip the ping when the client spoke recently (Go: processPingTimer).

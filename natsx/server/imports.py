@@ -12,9 +12,18 @@ addServiceImportSub / addStreamImport):
   the importing account. A request is published again in the exporting account on the
   exported subject with a generated reply ``_R_.<worker token>.<random>``; an internal
   subscription on ``_R_.<worker token>.>`` in the exporting account catches the response
-  and publishes it in the importing account on the requester's reply. The reply map keeps
-  each entry until its single response (Go's default Singleton response type) or until
-  ``RESPONSE_TTL`` (Go's default response threshold, 2 minutes) passes.
+  and publishes it in the importing account on the requester's reply. The export's
+  ``response_type`` decides how long the reply map keeps an entry: Singleton (Go's
+  default) until its one response; Streamed and Chunked for any number of responses, each
+  restarting the export's ``response_threshold`` (2 minutes by default, also the limit for
+  a Singleton), an empty message ending the exchange early; an undelivered response ends
+  it too (Go: processServiceImport's shouldRemove). The request itself is routed through
+  the exporting account's subject mappings, as Go does (selectMappedSubject). An export
+  with ``latency`` gets its samples published (natsx.server.latency). When the responder
+  is a client of another worker, that worker sends its description on the reply subject
+  plus ``.ri`` (each worker holds a local subscription on the exporter's ``_R_.>`` for
+  this); the requester's worker sends the event when it arrives, as Go merges the
+  responder server's measurement.
 
 Workers: the import subscriptions are created before the worker joins the mesh, so they
 are local to the worker and are not announced to peers. Each worker therefore imports
@@ -23,15 +32,35 @@ forwards (``publisher.peer``) to its other local subscribers: every message is i
 once. The response subscription is announced (it is created on the first request, after
 the mesh started), and its worker token makes the response reach only the worker that
 holds the requester's reply.
+
+A reload rebuilds the config's imports (``rebuild``): the old subscriptions go, the new
+ones are installed local to the worker (not announced), exactly like the ones made at
+startup before the mesh; pending replies stay valid until their threshold.
+
+Accounts from JWTs (natsx.server.operator) are created while the worker runs, so their
+import subscriptions are announced, and a peer may not have the importing account at all.
+Those imports are ``shared``: each is a queue subscription in a group named after the
+import, the same name in every worker, so each message is imported exactly once across the
+workers that have the import (the mesh keeps queue groups exactly-once), whichever worker
+its publisher is on.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections import OrderedDict
 
+from natsx.server import latency
+
 RESPONSE_TTL = 120.0
+# Go's ServiceRespType names (accounts.go), as the config's response_type gives them.
+SINGLETON = "Singleton"
+STREAMED = "Streamed"
+CHUNKED = "Chunked"
 _R_PREFIX = b"_R_."
+# a responder's description sent by its worker for a sampled request (see latency)
+_RI_SUFFIX = b".ri"
 _ALPHABET = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -62,26 +91,84 @@ def map_subject(subject: bytes, src: bytes, dst: bytes) -> bytes:
     return b".".join(out)
 
 
+def exports_from_jwt(claims_exports) -> list:
+    """An account JWT's service exports as the config's (natsx.server.accounts.Export):
+    the response type ("Stream" is Go's Streamed), threshold and latency sampling."""
+    from natsx.server.accounts import Export
+
+    out = []
+    for e in claims_exports:
+        if e.type != "service":
+            continue
+        rtype = {"Stream": STREAMED, "Chunked": CHUNKED}.get(e.response_type, SINGLETON)
+        lat = e.service_latency
+        out.append(Export(e.subject, None, rtype, e.response_threshold / 1e9,
+                          (lat.sampling, lat.results) if lat is not None and lat.results
+                          else None))
+    return out
+
+
 class Imports:
     """One worker's import subscriptions and its service reply map."""
 
     def __init__(self, server) -> None:
         self.server = server
         self.token = _random_token(6)
-        # generated reply -> (importing account, requester's reply, expiry)
+        # generated reply -> (importing account, requester's reply, expiry, threshold,
+        # single response)
         self.responses: OrderedDict = OrderedDict()
-        self._response_subs: set[bytes] = set()
+        self._response_subs: dict[bytes, object] = {}
+        self._config_subs: list = []     # (account, subscription) of the config's imports
+        self.exports: dict = {}          # account name -> its service exports (config)
+        # JWT accounts: name -> their service exports (natsx.server.operator)
+        self.export_source = None
+        # sampled responses that came from a peer worker: reply -> (track, time, expiry)
+        self._awaiting: OrderedDict = OrderedDict()
 
-    def start(self, accounts: dict) -> None:
+    def start(self, accounts: dict, *, local: bool = False) -> None:
+        """Installs the config's imports (``local``: see rebuild)."""
+        self.exports = {name: list(cfg.service_exports) for name, cfg in accounts.items()}
+        for name, exports in self.exports.items():
+            if any(getattr(e, "latency", None) for e in exports):
+                self._config_subs.append((name, self._describe_responders(name)))
         for cfg in accounts.values():
             for imp in cfg.stream_imports:
-                self._stream(cfg.name, imp)
+                self._config_subs.append(
+                    (imp.account, self._stream(cfg.name, imp, local=local)))
             for imp in cfg.service_imports:
-                self._service(cfg.name, imp)
+                self._config_subs.append((cfg.name, self._service(cfg.name, imp, local=local)))
+
+    def stop(self, keep: set | dict = ()) -> None:
+        """Removes the config's import subscriptions, and the response subscriptions of
+        the accounts not in ``keep`` (a reload: ``start(..., local=True)`` follows)."""
+        server = self.server
+        for account, sub in self._config_subs:
+            server.internal_client(account).unsubscribe(sub)
+        self._config_subs = []
+        for exporter in [e for e in self._response_subs if e.decode() not in keep]:
+            server.internal_client(exporter).unsubscribe(self._response_subs.pop(exporter))
+
+    def rebuild(self, accounts: dict) -> None:
+        """A reload: the config's imports replaced by ``accounts``' (see the module
+        docstring)."""
+        self.stop(accounts)
+        self.start(accounts, local=True)
+
+    def add(self, importer: str, kind: str, imp, *, shared: bool = False):
+        """Installs one import of ``importer`` ("stream" or "service"); returns the
+        internal subscription (``shared``: see the module docstring)."""
+        if kind == "stream":
+            return self._stream(importer, imp, shared)
+        return self._service(importer, imp, shared)
+
+    @staticmethod
+    def _group(importer: str, kind: str, imp) -> bytes:
+        digest = hashlib.sha256(repr((importer, kind, imp)).encode()).hexdigest()[:20]
+        return b"_imp_" + digest.encode()
 
     # ---------------------------------------------------------------- streams
 
-    def _stream(self, importer: str, imp) -> None:
+    def _stream(self, importer: str, imp, shared: bool = False, local: bool = False):
         src = imp.subject.encode()
         if imp.prefix:
             prefix = imp.prefix.encode()
@@ -95,35 +182,128 @@ class Imports:
         server = self.server
 
         def handler(subject, reply, headers, payload, publisher):
-            if publisher.peer:
+            if publisher.peer and not shared:
                 return
             server.internal_publish(dest, mapper(subject), reply, headers, payload)
 
-        server.internal_subscribe(imp.account, src, handler)
+        queue = self._group(importer, "stream", imp) if shared else None
+        if local:
+            return server.internal_client(imp.account).subscribe(src, handler, queue, local=True)
+        return server.internal_subscribe(imp.account, src, handler, queue)
 
     # ---------------------------------------------------------------- services
 
-    def _service(self, importer: str, imp) -> None:
-        local = imp.to.encode()
+    def _service(self, importer: str, imp, shared: bool = False, local: bool = False):
+        to = imp.to.encode()
         remote = imp.subject.encode()
         exporter = imp.account.encode()
         dest = importer.encode()
         server = self.server
 
         def handler(subject, reply, headers, payload, publisher):
-            if publisher.peer:
+            if publisher.peer and not shared:
                 return
-            target = map_subject(subject, local, remote)
+            target = map_subject(subject, to, remote)
+            account = server.accounts.get(imp.account)
+            if account is not None and account.mappings is not None:
+                target = account.map_subject(target)
             new_reply = None
+            exp = self._export_of(imp.account, remote)
+            track = None
+            lat = getattr(exp, "latency", None)
+            if lat is not None and latency.should_sample(lat[0], headers):
+                conn = publisher.conn if not publisher.peer else None
+                track = (latency.requestor_info(importer, getattr(conn, "rtt", 0.0) or 0.0),
+                         time.time_ns(), lat[1].encode())
             if reply:
                 self._ensure_response_sub(exporter)
                 new_reply = b"%s%s.%s" % (_R_PREFIX, self.token, _random_token(10))
-                self._remember(new_reply, dest, reply)
-            server.internal_publish(exporter, target, new_reply, headers, payload)
+                rtype = getattr(exp, "response_type", SINGLETON)
+                threshold = getattr(exp, "response_threshold", 0.0) or RESPONSE_TTL
+                self._remember(new_reply, dest, reply, threshold, rtype == SINGLETON, track)
+            elif track is not None:
+                self._latency_event(exporter, track, 400, "Bad Request")
+            did = server.internal_publish(exporter, target, new_reply, headers, payload)
+            if not did and new_reply is not None:
+                entry = self.responses.pop(new_reply, None)
+                if entry is not None and entry[5] is not None:
+                    self._latency_event(exporter, entry[5], 503, "Service Unavailable")
 
-        server.internal_subscribe(dest, local, handler)
+        queue = self._group(importer, "service", imp) if shared else None
+        if local:
+            return server.internal_client(dest).subscribe(to, handler, queue, local=True)
+        return server.internal_subscribe(dest, to, handler, queue)
 
-    def _remember(self, new_reply: bytes, account: bytes, reply: bytes) -> None:
+    def _export_of(self, exporter: str, subject: bytes):
+        """The config's service export of ``exporter`` that ``subject`` falls under."""
+        from natsx.sublist import is_subset_match
+
+        exports = self.exports.get(exporter)
+        if exports is None and self.export_source is not None:
+            exports = self.export_source(exporter)
+        for exp in exports or ():
+            if is_subset_match(subject, exp.subject.encode()):
+                return exp
+        return None
+
+    def _latency_event(self, exporter: bytes, track: tuple, status: int, error: str) -> None:
+        requestor, request_ns, results = track
+        ev = latency.result(status, requestor=requestor, responder=None,
+                            start_ns=request_ns - requestor.get("rtt", 0), error=error)
+        self._send_latency(exporter, results, ev)
+
+    def _describe_responders(self, exporter: str):
+        """A local subscription on the exporter's reply subjects: when one of this worker's
+        clients answers a request another worker forwarded, it sends that worker the
+        responder's description (Go: the responder's server sends its measurement)."""
+        server = self.server
+        token = self.token
+
+        def described(subject, reply, headers, payload, publisher):
+            if publisher.peer or publisher.internal or subject.endswith(_RI_SUFFIX):
+                return
+            parts = subject.split(b".", 2)
+            if len(parts) < 3 or parts[1] == token:
+                return
+            from natsx.server.system import go_json
+
+            conn = publisher.conn
+            if hasattr(conn, "cid"):
+                info = latency.responder_info(conn, server.server_name)
+                server.internal_publish(exporter, subject + _RI_SUFFIX, None, None,
+                                        go_json(info))
+
+        return server.internal_client(exporter).subscribe(_R_PREFIX + b">", described,
+                                                          local=True)
+
+    def _responder_described(self, exporter: bytes, reply: bytes, payload: bytes) -> None:
+        import json
+
+        now = time.monotonic()
+        while self._awaiting:
+            first = next(iter(self._awaiting.values()))
+            if first[2] > now:
+                break
+            self._awaiting.popitem(last=False)
+        pending = self._awaiting.pop(reply, None)
+        if pending is None:
+            return
+        track, now_ns, _expiry = pending
+        try:
+            responder = json.loads(payload)
+        except ValueError:
+            responder = None
+        self._send_latency(exporter, track[2],
+                           latency.measured(track[0], responder, track[1], now_ns))
+
+    def _send_latency(self, exporter: bytes, results: bytes, ev: dict) -> None:
+        from natsx.server.system import go_json
+
+        self.server.internal_publish(exporter, results, None, None, go_json(ev))
+
+    def _remember(self, new_reply: bytes, account: bytes, reply: bytes,
+                  threshold: float = RESPONSE_TTL, single: bool = True,
+                  track: tuple | None = None) -> None:
         now = time.monotonic()
         responses = self.responses
         while responses:
@@ -131,21 +311,47 @@ class Imports:
             if first[2] > now:
                 break
             responses.popitem(last=False)
-        responses[new_reply] = (account, reply, now + RESPONSE_TTL)
+        responses[new_reply] = (account, reply, now + threshold, threshold, single, track)
 
     def _ensure_response_sub(self, exporter: bytes) -> None:
         if exporter in self._response_subs:
             return
-        self._response_subs.add(exporter)
         server = self.server
 
         def on_response(subject, reply, headers, payload, publisher):
-            entry = self.responses.pop(subject, None)
+            if subject.endswith(_RI_SUFFIX):
+                self._responder_described(exporter, subject[:-len(_RI_SUFFIX)], payload)
+                return
+            entry = self.responses.get(subject)
             if entry is None:
                 return
-            account, requester_reply, expiry = entry
-            if expiry < time.monotonic():
+            account, requester_reply, expiry, threshold, single, track = entry
+            now = time.monotonic()
+            if expiry < now:
+                del self.responses[subject]
                 return
-            server.internal_publish(account, requester_reply, reply, headers, payload)
+            now_ns = time.time_ns()
+            did = server.internal_publish(account, requester_reply, reply, headers, payload)
+            if track is not None:
+                # The first response of a sampled request (Go: sendTrackingLatency).
+                if publisher.peer:
+                    # The responder's worker describes it next, on this ring (see
+                    # _describe_responders): the event waits for that.
+                    self._awaiting[subject] = (track, now_ns, time.monotonic() + 5.0)
+                else:
+                    conn = publisher.conn
+                    responder = (latency.responder_info(conn, server.server_name)
+                                 if hasattr(conn, "cid") else None)
+                    self._send_latency(exporter, track[2],
+                                       latency.measured(track[0], responder, track[1], now_ns))
+                track = None
+            if single or not did or (not payload and not headers):
+                self.responses.pop(subject, None)
+            else:
+                # Streamed and chunked: each delivered response restarts the threshold.
+                self.responses[subject] = (account, requester_reply, now + threshold,
+                                           threshold, single, track)
+                self.responses.move_to_end(subject)
 
-        server.internal_subscribe(exporter, _R_PREFIX + self.token + b".>", on_response)
+        self._response_subs[exporter] = server.internal_subscribe(
+            exporter, _R_PREFIX + self.token + b".>", on_response)

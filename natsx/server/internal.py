@@ -36,9 +36,13 @@ class InternalClient:
         core.echo = True
         core.max_pending = 1 << 62
         self.handlers: dict[bytes, Handler] = {}
+        self.local_sids: set[bytes] = set()
         self._next_sid = 1
 
-    def subscribe(self, subject: bytes, handler: Handler, queue: bytes | None = None):
+    def subscribe(self, subject: bytes, handler: Handler, queue: bytes | None = None,
+                  local: bool = False):
+        """``local``: the interest is not announced to the peer workers, so only this
+        worker's clients reach the handler (Go: sysSubscribeInternal)."""
         from natsx.server.worker import _sublist
 
         sid = b"%d" % self._next_sid
@@ -48,12 +52,22 @@ class InternalClient:
         core.sublist.insert(sub)
         core.subs[sid] = sub
         self.handlers[sid] = handler
-        if self.server.mesh is not None:
+        if local:
+            self.local_sids.add(sid)
+        elif self.server.mesh is not None:
             self.server.mesh.sub_added(self.account_name, sub)
         return sub
 
     def unsubscribe(self, sub) -> None:
         self.handlers.pop(sub.sid, None)
+        if sub.sid in self.local_sids:
+            self.local_sids.discard(sub.sid)
+            if self.core.subs.get(sub.sid) is sub:
+                del self.core.subs[sub.sid]
+            if not sub.closed:
+                sub.closed = True
+                self.core.sublist.remove(sub)
+            return
         self.server._unsubscribe(self.core, sub)
 
     def deliver(self, sub, subject, reply, headers, payload, publisher) -> None:

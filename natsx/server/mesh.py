@@ -21,7 +21,9 @@ client can react to the PONG; across workers its announcement races the publish.
 things narrow that race (they cannot close it: the SUB may come after the PONG left):
 every PONG waits for one round trip through the peers, and a SUB or UNSUB read meanwhile
 raises the number it waits for; and a reader applies the records already in its rings
-before it routes a read, so interest that reached the worker first counts first.
+before it routes a read, so interest that reached the worker first counts first. The Go
+server loses first messages to the same client order (docs/architecture.md has the
+capture and the counts): it is the client's, not something a server can close.
 
 Liveness: the supervisor keeps a small table in shared memory (alive flag, generation and
 heartbeat per worker). When a peer dies, its interest is dropped here and nothing more is
@@ -34,6 +36,7 @@ from __future__ import annotations
 import logging
 import mmap
 import struct
+import threading
 from collections import deque
 
 import trio
@@ -49,30 +52,141 @@ _sublist = load("sublist")
 
 OVERFLOW_LIMIT = 64 * 1024 * 1024
 DRAIN_BATCH = 512
-_SLOT = 32
-_SLOT_FMT = struct.Struct("<IIQQ")   # alive, generation, heartbeat, spare
+_SLOT = 128
+_SLOT_FMT = struct.Struct("<IIQq")   # alive, generation, heartbeat, open client connections
+_ALIVE_GEN = struct.Struct("<II")
+_U64 = struct.Struct("<Q")
+_I64 = struct.Struct("<q")
+_OFF_BEAT = 8
+_OFF_CONNS = 16
+# JetStream bytes a worker holds for the accounts it owns (natsx.jetstream.serverlimits),
+# each an aligned int64 written by that worker alone: what its streams' ``max_bytes``
+# reserve, what they store, and what its accounts' limits reserve, per storage type.
+JS_FIELDS = {"reserved_memory": 24, "reserved_file": 32, "used_memory": 40, "used_file": 48,
+             "account_memory": 56, "account_file": 64}
 _HELLO = b"hello"
 _ACK = b"ack"
+_fence_lock = threading.Lock()
+
+
+def _fence() -> None:
+    # A full barrier between our store and the loads that follow it: a lock round trip
+    # (its atomic read-modify-write is one on x86), as in natsx._speedups.ring_py.
+    _fence_lock.acquire()
+    _fence_lock.release()
 
 
 class PeerTable:
-    """Per-worker liveness in shared memory, written by the supervisor and the workers."""
+    """Per-worker liveness and connection counts in shared memory.
+
+    One 128-byte slot per worker: alive flag and generation (written by the supervisor),
+    heartbeat, the number of client connections the worker holds and its JetStream bytes
+    (``JS_FIELDS``; written by that worker alone); after the slots, the raft process's
+    heartbeat. Each field is written with one aligned store, so a reader never sees a
+    torn value. The connection counts make ``max_connections`` a limit on the server, as
+    in Go, rather than on each worker (``reserve_connection``); the JetStream bytes do the
+    same for ``max_memory_store``/``max_file_store`` (``reserve_js``).
+    """
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self._mem = mmap.mmap(-1, max(_SLOT * workers, mmap.PAGESIZE))
+        # One slot per worker, then the raft process's heartbeat counter.
+        self._raft_off = _SLOT * workers
+        self._mem = mmap.mmap(-1, max(self._raft_off + 8, mmap.PAGESIZE))
 
     def read(self, i: int) -> tuple[int, int, int]:
         alive, gen, beat, _ = _SLOT_FMT.unpack_from(self._mem, i * _SLOT)
         return alive, gen, beat
 
     def set_alive(self, i: int, alive: bool, generation: int) -> None:
-        _, _, beat, spare = _SLOT_FMT.unpack_from(self._mem, i * _SLOT)
-        _SLOT_FMT.pack_into(self._mem, i * _SLOT, int(alive), generation, beat, spare)
+        _ALIVE_GEN.pack_into(self._mem, i * _SLOT, int(alive), generation)
+        if not alive:
+            # A dead worker's connections died with it, and its JetStream bytes are
+            # published again by its next incarnation as it recovers its accounts.
+            _I64.pack_into(self._mem, i * _SLOT + _OFF_CONNS, 0)
+            for off in JS_FIELDS.values():
+                _I64.pack_into(self._mem, i * _SLOT + off, 0)
 
     def beat(self, i: int) -> None:
-        alive, gen, beat, spare = _SLOT_FMT.unpack_from(self._mem, i * _SLOT)
-        _SLOT_FMT.pack_into(self._mem, i * _SLOT, alive, gen, beat + 1, spare)
+        off = i * _SLOT + _OFF_BEAT
+        (beat,) = _U64.unpack_from(self._mem, off)
+        _U64.pack_into(self._mem, off, beat + 1)
+
+    def raft_beat(self) -> None:
+        """The raft process's heartbeat (bumped from its loop, read by the supervisor)."""
+        (beat,) = _U64.unpack_from(self._mem, self._raft_off)
+        _U64.pack_into(self._mem, self._raft_off, beat + 1)
+
+    def raft_heartbeat(self) -> int:
+        return _U64.unpack_from(self._mem, self._raft_off)[0]
+
+    # ------------------------------------------------------------------ JetStream bytes
+
+    def set_js(self, i: int, field: str, value: int) -> None:
+        """Publishes worker ``i``'s JetStream ``field`` (only worker ``i`` calls this)."""
+        _I64.pack_into(self._mem, i * _SLOT + JS_FIELDS[field], value)
+
+    def js(self, i: int, field: str) -> int:
+        return _I64.unpack_from(self._mem, i * _SLOT + JS_FIELDS[field])[0]
+
+    def js_total(self, field: str) -> int:
+        off = JS_FIELDS[field]
+        return sum(_I64.unpack_from(self._mem, i * _SLOT + off)[0] for i in range(self.workers))
+
+    def reserve_js(self, i: int, field: str, held: int, add: int, limit: int) -> bool:
+        """Worker ``i``, whose own ``field`` is ``held`` bytes, asks for ``add`` more under
+        the server's ``limit``: publish, fence, sum, as ``reserve_connection`` does. On
+        success the raised value stays published until the worker publishes its real
+        figure (which then includes what it reserved)."""
+        self.set_js(i, field, held + add)
+        _fence()
+        total = self.js_total(field)
+        if total - add > limit or add > limit - (total - add):
+            self.set_js(i, field, held)
+            return False
+        return True
+
+    # ------------------------------------------------------------------ connections
+
+    def connections(self, i: int) -> int:
+        return _I64.unpack_from(self._mem, i * _SLOT + _OFF_CONNS)[0]
+
+    def total_connections(self) -> int:
+        return sum(_I64.unpack_from(self._mem, i * _SLOT + _OFF_CONNS)[0]
+                   for i in range(self.workers))
+
+    def set_connections(self, i: int, n: int) -> None:
+        """Publishes worker ``i``'s count (only worker ``i`` calls this)."""
+        _I64.pack_into(self._mem, i * _SLOT + _OFF_CONNS, n)
+
+    def reserve_connection(self, i: int, held: int, limit: int) -> bool:
+        """Worker ``i``, holding ``held`` connections, asks for one more under ``limit``.
+
+        The worker publishes ``held + 1`` first, then (after a full fence) sums every
+        slot; over the limit, it takes the reservation back. Two workers racing for the
+        last place each see at least the other's reservation (store, fence, load on both
+        sides), so the sum never passes the limit; at worst both refuse, where Go's lock
+        would have let one in.
+        """
+        if limit < 0:
+            return False
+        self.set_connections(i, held + 1)
+        _fence()
+        if self.total_connections() > limit:
+            self.set_connections(i, held)
+            return False
+        return True
+
+    def excess_share(self, i: int, limit: int) -> int:
+        """How many of worker ``i``'s connections to close so that the server holds at
+        most ``limit`` (a reload lowered it): the excess is taken from the lowest worker
+        indexes first. Each worker keeps at most ``limit`` minus what the workers above
+        it hold now, and those only go down, so the total ends within the limit whatever
+        order the workers apply the reload in."""
+        own = self.connections(i)
+        above = sum(self.connections(j) for j in range(i + 1, self.workers))
+        keep = max(0, min(own, max(limit, 0) - above))
+        return own - keep
 
 
 class PeerLink:
@@ -343,6 +457,10 @@ class Mesh:
                         sub = None
                     if sub is not None:
                         link.remote[key] = sub
+                        # Interest that appears on a peer wakes what waits for it here
+                        # (a push consumer whose deliver subject gets a subscriber).
+                        for hook in self.server.sub_hooks:
+                            hook(account, sub)
                 elif queue is not None and sub.weight != aux:
                     sub.weight = max(aux, 1)
                     sl.update_remote_qsub(sub)

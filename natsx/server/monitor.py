@@ -160,11 +160,17 @@ def local_subscriptions(server, account=None) -> int:
     (natsx.server.mesh)."""
     account = account or server.global_account
     count = account.sublist.count
+    name = account.name.encode()
     mesh = server.mesh
     if mesh is not None:
-        name = account.name.encode()
         count -= sum(1 for link in mesh.links.values() for key in link.remote
                      if key[0] == name)
+    if server.worker_index:
+        # Every worker holds the same local-only $SYS service subscriptions
+        # (natsx.server.system): the server has them once, so only worker 0's count.
+        internal = server.internal_clients.get(name)
+        if internal is not None:
+            count -= len(getattr(internal, "local_sids", ()))
     return count
 
 
@@ -209,23 +215,34 @@ def jsz_part(server, request: dict) -> dict:
     if js is None:
         return {"enabled": False}
     memory = storage = streams = consumers = messages = nbytes = total = errors = 0
+    owned = {}
     for account in js.accounts.values():
         total += account.api_total
         errors += account.api_errors
+        mine = owned[account.name] = {"memory": 0, "storage": 0, "streams": 0,
+                                      "api": {"total": account.api_total,
+                                              "errors": account.api_errors}}
         for stream in account.streams.values():
             state = stream.store.state()
             streams += 1
             consumers += len(stream.consumers)
             messages += state.msgs
             nbytes += state.bytes
+            mine["streams"] += 1
             if stream.cfg["storage"] == "memory":
                 memory += state.bytes
+                mine["memory"] += state.bytes
             else:
                 storage += state.bytes
-    return {"enabled": True, "stats": {
+                mine["storage"] += state.bytes
+    # "owned": the accounts whose JetStream this worker runs (natsx.jetstream.shards).
+    return {"enabled": True, "worker": server.worker_index, "owned": owned, "stats": {
         "memory": memory, "storage": storage, "accounts": len(js.accounts),
+        "reserved_memory": js.reserved("memory"), "reserved_storage": js.reserved("file"),
         "api": {"total": total, "errors": errors}, "streams": streams,
-        "consumers": consumers, "messages": messages, "bytes": nbytes}}
+        "consumers": consumers, "messages": messages, "bytes": nbytes},
+        # Go's JetStreamConfig and JSLimitOpts: the same in every worker.
+        "config": js.settings.to_json(), "limits": js.settings.limits_json()}
 
 
 def stacksz_part(server, request: dict) -> dict:
@@ -260,7 +277,7 @@ def conn_info(server, conn, *, subs: bool, subs_detail: bool, auth: bool,
     info = {
         "cid": conn.cid,
         "kind": "Client",
-        "type": "nats",
+        "type": "websocket" if getattr(conn, "ws", None) is not None else "nats",
         "ip": conn.ip,
         "port": conn.port,
         "start": rfc3339(conn.start),
@@ -287,6 +304,8 @@ def conn_info(server, conn, *, subs: bool, subs_detail: bool, auth: bool,
         info["lang"] = conn.lang
     if conn.version:
         info["version"] = conn.version
+    if getattr(conn, "tls", False):
+        _tls_info(info, conn, auth)
     if auth:
         if conn.user:
             info["authorized_user"] = conn.user
@@ -306,6 +325,30 @@ def conn_info(server, conn, *, subs: bool, subs_detail: bool, auth: bool,
     info["_stop"] = stop or 0.0
     info["_rtt"] = conn.rtt
     return info
+
+
+def _tls_info(info: dict, conn, auth: bool) -> None:
+    """Go's ConnInfo TLS fields; the peer certificates only with ``auth``."""
+    info["tls_version"] = conn.tls_version
+    info["tls_cipher_suite"] = conn.tls_cipher
+    if auth and conn.tls_peer_certs:
+        import hashlib
+
+        from natsx.auth.certmap import subject_string
+        from natsx.server.tls import spki_sha256
+
+        certs = []
+        for der in conn.tls_peer_certs:
+            try:
+                entry = {"subject": subject_string(der), "spki_sha256": spki_sha256(der),
+                         "cert_sha256": hashlib.sha256(der).hexdigest()}
+            except ValueError:
+                continue
+            certs.append({k: v for k, v in entry.items() if v})
+        if certs:
+            info["tls_peer_certs"] = certs
+    if conn.tls_first:
+        info["tls_first"] = True
 
 
 def _interested(conn, subject: bytes, collide) -> bool:

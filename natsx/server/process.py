@@ -1,9 +1,11 @@
 """Entry point of a worker process: runs a ``Server`` on trio until told to stop."""
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import socket
+import time
 
 import trio
 
@@ -11,6 +13,7 @@ from natsx.server import control, monitor
 from natsx.server.options import Options
 from natsx.server.reload import reload_worker
 from natsx.server.worker import Server
+from natsx.supervisor import childsignals
 
 log = logging.getLogger("natsx")
 
@@ -18,6 +21,7 @@ log = logging.getLogger("natsx")
 async def _signals(server: Server, nursery: trio.Nursery) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR2,
                                    signal.SIGHUP, signal.SIGUSR1) as signals:
+        childsignals.release()   # what arrived while the worker booted is delivered now
         async for sig in signals:
             if sig in (signal.SIGTERM, signal.SIGINT):
                 server.shutdown()
@@ -39,6 +43,20 @@ async def _heartbeat(table, index: int) -> None:
         await trio.sleep(1.0)
 
 
+def _control_listener(address: str) -> socket.socket:
+    """Binds this worker's control socket. The name frees up when the previous
+    incarnation's process is gone, which the supervisor saw before it forked this one, so
+    a busy name is retried only briefly."""
+    for _ in range(50):
+        try:
+            return control.listen(address)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            time.sleep(0.02)
+    return control.listen(address)
+
+
 async def _main(server: Server, control_sock: socket.socket | None, peer_table) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_signals, server, nursery)
@@ -55,10 +73,19 @@ async def _main(server: Server, control_sock: socket.socket | None, peer_table) 
 
 
 def run_worker(options: Options, *, server_id: str, index: int, listener: socket.socket,
-               control: socket.socket | None, ringset=None, peer_table=None) -> int:
+               control: str | None, ringset=None, peer_table=None,
+               ws_listener: socket.socket | None = None, raft_address=None,
+               start_time: float | None = None) -> int:
     server = Server(options, server_id=server_id, worker_index=index,
-                    worker_count=options.workers, listener=listener)
+                    worker_count=options.workers, listener=listener, ws_listener=ws_listener)
+    if start_time is not None and server.system is not None:
+        # The server's start (the supervisor's), not this worker's: $SYS STATSZ/VARZ.
+        server.system.start_time = start_time
+    # JetStream's file streams are written by the raft process at this address.
+    server.raft_address = raft_address
     if peer_table is not None:
+        server.peer_table = peer_table
+        peer_table.set_connections(index, 0)
         # A restarted worker must not hand out the client ids of its previous life:
         # each generation starts its ids a million strides further on.
         generation = peer_table.read(index)[1]
@@ -67,5 +94,6 @@ def run_worker(options: Options, *, server_id: str, index: int, listener: socket
         from natsx.server.mesh import Mesh
 
         server.mesh = Mesh(server, ringset, peer_table, index)
-    trio.run(_main, server, control, peer_table)
+    control_sock = _control_listener(control) if control is not None else None
+    trio.run(_main, server, control_sock, peer_table)
     return 0

@@ -55,6 +55,19 @@ def _v(value: Any) -> str:
     return str(value)
 
 
+def _operator_v(value: Any) -> str:
+    # Go's %v of a []string; operators and resolvers by what identifies them.
+    if value is None:
+        return "[]"
+    if isinstance(value, (list, tuple)):
+        return "[" + " ".join(getattr(v, "subject", v) for v in value) + "]"
+    kind = getattr(value, "kind", None)
+    if kind is not None:
+        where = value.url or value.dir
+        return f"{kind}({where})" if where else kind
+    return str(value)
+
+
 def _dur(value: float) -> str:
     return go_duration_string(value)
 
@@ -78,10 +91,12 @@ _FIELDS: list[tuple[str, str, Callable[[Any], str | None] | None]] = [
     ("max_sub_tokens", "MaxSubTokens", None),
     ("nkeys", "Nkeys", lambda v: "authorization nkey users"),
     ("users", "Users", lambda v: "authorization users"),
-    # Each worker builds its account sublists and import subscriptions at startup.
-    ("accounts", "Accounts", None),
+    # Go compares neither users nor accounts and logs both on every reload; the accounts
+    # (and the top-level mappings, the global account's) are applied by apply_accounts.
+    ("accounts", "Accounts", lambda v: "accounts"),
     ("no_auth_user", "NoAuthUser", None),
     ("system_account", "SystemAccount", None),
+    ("no_system_account", "NoSystemAccount", None),
     ("username", "Username", lambda v: "authorization username"),
     ("password", "Password", lambda v: "authorization password"),
     ("authorization", "Authorization", lambda v: "authorization token"),
@@ -95,20 +110,49 @@ _FIELDS: list[tuple[str, str, Callable[[Any], str | None] | None]] = [
     ("max_control_line", "MaxControlLine", lambda v: f"max_control_line = {v}"),
     ("max_payload", "MaxPayload", lambda v: f"max_payload = {v}"),
     ("max_pending", "MaxPending", None),
+    ("no_fast_producer_stall", "NoFastProducerStall",
+     lambda v: f"fast producers will {'not ' if v else ''}be stalled"),
     ("jetstream", "JetStream", None),
     ("store_dir", "StoreDir", None),
+    ("jetstream_config", "JetStreamMaxMemory", None),
     ("pid_file", "PidFile", lambda v: f"pid_file = {v}" if v else None),
     ("ports_file_dir", "PortsFileDir", lambda v: f"ports_file_dir = {v}"),
     ("log_file", "LogFile", lambda v: f"log_file = {v}"),
-    ("syslog", "Syslog", None),
+    ("log_size_limit", "LogSizeLimit", None),
+    ("log_max_num", "LogMaxFiles", None),
+    ("syslog", "Syslog", lambda v: f"syslog = {_v(v)}"),
+    ("remote_syslog", "RemoteSyslog", lambda v: f"remote_syslog = {v}"),
+    ("tls_timeout", "TLSTimeout", lambda v: f"tls timeout = {_v(v)}"),
+    ("tls", "TLS", None),
+    ("tls_verify", "TLSVerify", None),
+    ("tls_map", "TLSMap", None),
+    ("tls_cert", "TLSCert", None),
+    ("tls_key", "TLSKey", None),
+    ("tls_ca_cert", "TLSCaCert", None),
+    # A tls block whose files changed compares unequal too (TLSConfigOpts.files_digest).
+    ("tls_config", "TLSConfig", lambda v: "tls = " + ("enabled" if v is not None else "disabled")),
+    ("tls_pinned_certs", "TLSPinnedCerts", lambda v: f"{len(v or ())} pinned_certs"),
+    ("tls_handshake_first", "TLSHandshakeFirst",
+     lambda v: f"Client TLS handshake first: {_v(v)}"),
+    ("tls_handshake_first_fallback", "TLSHandshakeFirstFallback",
+     lambda v: f"Client TLS handshake first fallback delay: {_dur(v)}"),
+    ("allow_non_tls", "AllowNonTLS", None),
     ("write_deadline", "WriteDeadline", lambda v: f"write_deadline = {_dur(v)}"),
+    ("write_timeout", "WriteTimeout", None),
     ("max_closed_clients", "MaxClosedClients", None),
     ("lame_duck_duration", "LameDuckDuration", None),
     ("lame_duck_grace_period", "LameDuckGracePeriod", None),
+    # Operator mode (Go refuses these: the default case of diffOptions).
+    ("trusted_keys", "TrustedKeys", None),
+    ("trusted_operators", "TrustedOperators", None),
+    ("resolver", "AccountResolver", None),
     ("tags", "Tags", lambda v: "tags"),
+    # Go (reload.go): any change to the websocket block but its TLS config is refused.
+    ("websocket", "Websocket", None),
 ]
 _DURATIONS = {"ping_interval", "write_deadline", "lame_duck_duration", "lame_duck_grace_period"}
-LOGGING_FIELDS = ("debug", "trace", "trace_verbose", "logtime", "logtime_utc", "log_file")
+LOGGING_FIELDS = ("debug", "trace", "trace_verbose", "logtime", "logtime_utc", "log_file",
+                  "syslog", "remote_syslog")
 
 
 def read_new_options(current: Options) -> Options:
@@ -129,6 +173,8 @@ def read_new_options(current: Options) -> Options:
         new.port = current.port
     if new.http_port == -1:
         new.http_port = current.http_port
+    if new.websocket.port == -1:
+        new.websocket.port = current.websocket.port
     new.workers = current.workers
     return new
 
@@ -142,14 +188,23 @@ def diff_options(old: Options, new: Options) -> list[str]:
     changes: list[str] = []
     for attr, go_name, describe in _FIELDS:
         before, after = getattr(old, attr), getattr(new, attr)
-        if attr == "users":
-            changes.append(describe(after))  # Go re-checks the users on every reload
+        if attr in ("users", "accounts"):
+            changes.append(describe(after))  # Go re-checks these on every reload
             continue
-        if before == after:
+        if before == after and not (attr == "tls_config" and after is not None):
+            # Go re-reads the tls block's files on every reload and logs it.
             continue
         if attr == "no_auth_user" and before and not after and not any(
                 u.username == before for u in new.users or ()):
             continue  # Go: dropping no_auth_user is fine when its user went too
+        if attr == "trusted_keys" and old.trusted_operators and old.trusted_keys:
+            continue  # Go (skipTKeys): the keys of the operators are compared as those
+        if attr == "resolver" and (before is None) != (after is None):
+            raise ReloadError("config reload does not support moving to or from an "
+                              "account resolver")
+        if attr in ("trusted_keys", "trusted_operators", "resolver"):
+            raise ReloadError(f"config reload not supported for {go_name}: "
+                              f"old={_operator_v(before)}, new={_operator_v(after)}")
         if describe is None or attr == "no_auth_user":
             shown = (_dur(before), _dur(after)) if attr in _DURATIONS else (_v(before), _v(after))
             raise ReloadError(f"config reload not supported for {go_name}: "
@@ -225,6 +280,41 @@ def reload_worker(server) -> None:
     if logging_changed(current, new):
         logs.setup_from(new)
     apply_reload(server, new)
+    if getattr(server, "system", None) is not None:
+        server.system.reloaded()
+
+
+def apply_accounts(server, old: Options, new: Options) -> None:
+    """The accounts part of a reload in a worker (Go: reloadAuthorization with configured
+    accounts): accounts added get their sublist, accounts removed lose it (their clients,
+    whose users are gone too, are closed by the re-check that follows), mappings are
+    installed again everywhere and the imports rebuilt. Clients whose user moved to another
+    account are closed by natsx.server.authorization.apply_reload."""
+    from natsx.server.accounts import system_account_name
+
+    configs = new.accounts or {}
+    changed = old.accounts != new.accounts
+    if changed and server.imports is not None:
+        server.imports.stop(configs)
+    if server.operator is None:
+        keep = set(configs) | {"$G", system_account_name(new)}
+        for name in [n for n in server.accounts if n not in keep]:
+            if (old.accounts or {}).get(name) is None:
+                continue   # not a configured account (the workers' own, for instance)
+            del server.accounts[name]
+            server.router.sublists.pop(name.encode(), None)
+            server.internal_clients.pop(name.encode(), None)
+        server._create_accounts(new)
+    server.apply_mappings(new)
+    if not changed:
+        return
+    if server.imports is None:
+        if not any(c.stream_imports or c.service_imports for c in configs.values()):
+            return
+        from natsx.server.imports import Imports
+
+        server.imports = Imports(server)
+    server.imports.start(configs, local=True)
 
 
 def reload_admin(monitor) -> None:

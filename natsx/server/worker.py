@@ -22,12 +22,12 @@ from collections import deque
 
 import trio
 
-from natsx import SERVER_VERSION, __version__
+from natsx import SERVER_VERSION
 from natsx._speedups import load
 from natsx.auth.nkeys import new_nonce
 from natsx.auth.users import Authenticator
 from natsx.protocol import encode
-from natsx.server.accounts import DEFAULT_SYSTEM_ACCOUNT, Account
+from natsx.server.accounts import Account, system_account_name
 from natsx.server.authorization import check_subscribe
 from natsx.server.connection import (MAX_CONNECTIONS, SERVER_SHUTDOWN, STALE,
                                      ClientConnection)
@@ -39,24 +39,40 @@ _core = load("core")
 _sublist = load("sublist")
 
 
+def _with_tls_required(info: dict) -> dict:
+    out = {}
+    for key, value in info.items():
+        if key in ("tls_verify", "tls_available", "max_payload") and "tls_required" not in out:
+            out["tls_required"] = True
+        out[key] = value
+    return out
+
+
 class Server:
     """The state of one worker."""
 
     def __init__(self, options: Options, *, server_id: str, worker_index: int = 0,
-                 worker_count: int = 1, listener: socket.socket | None = None) -> None:
+                 worker_count: int = 1, listener: socket.socket | None = None,
+                 ws_listener: socket.socket | None = None) -> None:
         self.options = options
         self.server_id = server_id
         self.server_name = options.server_name or server_id
         self.worker_index = worker_index
         self.worker_count = worker_count
         self.listener = listener
+        self.ws_listener = ws_listener   # the websocket port (natsx.server.wsaccept)
         self.start_time = time.time()
         self.router = _core.Router(int.from_bytes(os.urandom(8), "little") | 1)
         self.global_account = Account("$G", _sublist.Sublist(cache=not options.disable_sublist_cache))
         self.router.sublists[b"$G"] = self.global_account.sublist
         self.accounts: dict[str, Account] = {"$G": self.global_account}
         self._create_accounts(options)
+        self.apply_mappings(options)
         self.mesh = None
+        # The supervisor's shared table (natsx.server.mesh.PeerTable): it counts every
+        # worker's connections, so max_connections holds for the server as in Go.
+        self.peer_table = None
+        self._counted: set[int] = set()   # cids this worker counts as open in the table
         self.auth = Authenticator(options)
         self.connections: dict[int, ClientConnection] = {}
         self.closed: deque = deque(maxlen=max(options.max_closed_clients, 0))
@@ -84,8 +100,19 @@ class Server:
             self.imports = Imports(self)
             # Now, before the worker has a mesh: see natsx.server.imports, "Workers".
             self.imports.start(options.accounts)
+        self.operator = None
+        if options.operator_mode:
+            from natsx.server.operator import Operator
+
+            self.operator = Operator(self)
         self._info_base = self._build_info()
+        self.tls_context = None
+        self.setup_tls(options)
         self.shutdown_event = trio.Event()
+        from natsx.server.system import SystemServices
+
+        # The $SYS services and advisories (natsx.server.system); Go always runs them.
+        self.system = SystemServices(self)
 
     # ------------------------------------------------------------------ INFO
 
@@ -104,13 +131,25 @@ class Server:
         # Keys in the order of Go's Info struct; empty omitempty fields (git_commit) left out.
         if self.auth.required:
             info["auth_required"] = True
+        tls = o.tls_config is not None
+        # Go: TLSRequired unless allow_non_tls, TLSAvailable when TLS is optional.
+        if tls and not o.allow_non_tls:
+            info["tls_required"] = True
+        if tls and o.tls_config.verify:
+            info["tls_verify"] = True
+        if tls and o.allow_non_tls:
+            info["tls_available"] = True
         info["max_payload"] = o.max_payload
         if o.jetstream:
             info["jetstream"] = True
         return info
 
-    def info_bytes(self, conn: ClientConnection, *, connect_info: bool = False) -> bytes:
+    def info_bytes(self, conn: ClientConnection, *, connect_info: bool = False,
+                   tls_first: bool = False) -> bytes:
         info = dict(self._info_base)
+        if tls_first and "tls_required" not in info:
+            # Go forces TLSRequired in the INFO that follows a "TLS first" handshake.
+            info = _with_tls_required(info)
         info["client_id"] = conn.cid
         info["client_ip"] = conn.ip
         if self.auth.nonce_required:
@@ -120,19 +159,64 @@ class Server:
         if self.lame_duck:
             info["ldm"] = True
         if connect_info:
+            # Go: the client's own limit (applyAccountLimits may have lowered it).
+            info["max_payload"] = conn.core.max_payload
             info["connect_info"] = True
             info["remote_account"] = conn.account_name
             acc = self.accounts.get(conn.account_name)
             info["acc_is_sys"] = bool(acc is not None and acc.is_system)
+        if conn.ws is not None:
+            from natsx.server.wsaccept import ws_info
+
+            info = ws_info(self, conn, info)
         return encode.info(info)
+
+    def auth_for(self, conn: ClientConnection):
+        """The Authenticator deciding ``conn``: WebSocket clients may have their own."""
+        if getattr(conn, "ws", None) is None:
+            return self.auth
+        from natsx.server.wsaccept import authenticator
+
+        return authenticator(self)
+
+    def setup_tls(self, options: Options) -> None:
+        """The SSL context for new client connections, from ``options.tls_config``
+        (natsx.server.tls); rebuilt on a reload, so replaced certificates are used."""
+        if options.tls_config is None:
+            self.tls_context = None
+            return
+        from natsx.server.tls import server_context
+
+        self.tls_context = server_context(options.tls_config)
+
+    def reload_tls(self, old: Options) -> None:
+        """A reload: the new context for new connections (the old one if the files went
+        bad meanwhile), and the clients whose key is no longer pinned closed (Go:
+        recheckPinnedCerts)."""
+        from natsx.server.connection import TLS_HANDSHAKE_ERROR
+        from natsx.server.tls import TLSSetupError, pinned
+
+        try:
+            self.setup_tls(self.options)
+        except TLSSetupError as exc:
+            log.error("TLS configuration not reloaded: %s", exc)
+        pins = self.options.tls_pinned_certs
+        if pins == old.tls_pinned_certs:
+            return
+        gone = [c for c in self.connections.values()
+                if not c.closed and c.tls and not pinned(c.sock, pins)]
+        if gone:
+            log.info("Disconnect %d clients due to pinned certs reload", len(gone))
+            for conn in gone:
+                conn.close(TLS_HANDSHAKE_ERROR)
 
     # ------------------------------------------------------------------ clients
 
     def _create_accounts(self, options: Options) -> None:
         """The configured accounts and the system account (Go creates ``$SYS`` implicitly),
         each with its own sublist, registered for the mesh by name."""
-        system = options.system_account or DEFAULT_SYSTEM_ACCOUNT
-        for name in list(options.accounts or ()) + [system]:
+        system = system_account_name(options)
+        for name in list(options.accounts or ()) + ([system] if system else []):
             if name not in self.accounts:
                 acc = Account(name, _sublist.Sublist(cache=not options.disable_sublist_cache),
                               is_system=name == system)
@@ -141,24 +225,61 @@ class Server:
             elif name == system:
                 self.accounts[name].is_system = True
 
+    def apply_mappings(self, options: Options) -> None:
+        """Installs the configured subject mappings (the top-level block is the global
+        account's) in every configured account; at startup and on reload."""
+        from natsx.server.mapping import build
+
+        configs = options.accounts or {}
+        for name, acc in self.accounts.items():
+            if name == "$G":
+                spec = (options.mappings or ()) + tuple(
+                    getattr(configs.get("$G"), "mappings", ()) or ())
+            elif name in configs:
+                spec = configs[name].mappings
+            else:
+                continue   # JWT accounts: natsx.server.operator
+            try:
+                acc.set_mappings(build(spec))
+            except ValueError as exc:   # checked when the config was read
+                log.error("account %s: mappings not applied: %s", name, exc)
+
     def bind_account(self, conn: ClientConnection, name: str) -> None:
         """Moves a connection (before it has subscriptions) into account ``name``."""
         acc = self.accounts.get(name or "$G", self.global_account)
         core = conn.core
         core.sublist = acc.sublist
         core.account = acc
+        core.mapper = acc.mapper
         core.account_name = acc.name.encode()
         core.reset_match_memo()
         conn.account_name = acc.name
 
     def sublist_for(self, account: bytes):
         """The sublist of an account named by a peer worker."""
-        return self.router.sublists[account]
+        sl = self.router.sublists.get(account)
+        if sl is None and self.operator is not None:
+            # A JWT account a peer worker resolved: bare here until a client of ours needs it.
+            sl = self.ensure_account(account.decode("utf-8", "replace")).sublist
+        if sl is None:
+            raise KeyError(account)
+        return sl
+
+    def ensure_account(self, name: str) -> Account:
+        """The account ``name``, created empty (its sublist registered for the mesh) if new."""
+        acc = self.accounts.get(name)
+        if acc is None:
+            acc = Account(name, _sublist.Sublist(cache=not self.options.disable_sublist_cache),
+                          is_system=name == system_account_name(self.options))
+            self.accounts[name] = acc
+            self.router.sublists[name.encode()] = acc.sublist
+        return acc
 
     def new_client_core(self, cid: int):
         o = self.options
         core = _core.Client(cid, self.router, self.global_account.sublist)
         core.account = self.global_account
+        core.mapper = self.global_account.mapper
         core.account_name = self.global_account.name.encode()
         core.max_payload = o.max_payload
         core.max_control_line = o.max_control_line
@@ -176,18 +297,56 @@ class Server:
     async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            if self.options.jetstream and self.worker_index == 0:
+            if self.options.jetstream:
+                # Every worker runs the JetStream of the accounts it owns
+                # (natsx.jetstream.shards) and relays the requests of the others.
                 from natsx.jetstream import JetStream
 
                 self.jetstream = JetStream(self)
                 self.jetstream.start(nursery)
+            if self.operator is not None:
+                self.operator.start(nursery)
+            if self.system is not None:
+                self.system.start(nursery)
+            if self.options.jetstream and self.mesh is not None:
+                from natsx.jetstream.relay import Relay
+
+                self.js_relay = Relay(self)
+                self.js_relay.start()
+                await self._await_jetstream()
             nursery.start_soon(self._accept_loop)
+            if self.ws_listener is not None:
+                from natsx.server.wsaccept import accept_loop
+
+                nursery.start_soon(accept_loop, self)
             task_status.started()
             await self.shutdown_event.wait()
             nursery.cancel_scope.cancel()
 
-    async def _accept_loop(self) -> None:
-        listener = self.listener
+    async def _await_jetstream(self, timeout: float = 10.0) -> None:
+        """Each account's JetStream runs in one worker and serves the clients of every worker
+        through the mesh: a worker accepts clients once the API interest of the configured
+        accounts that other workers own has reached it, so a client's first request finds a
+        responder, as it would on a server that started JetStream before listening.
+        Connections wait in the backlog meanwhile. (Accounts created at run time, JWT ones,
+        are relayed as soon as their owner's interest arrives.)"""
+        from natsx.jetstream.shards import owner
+
+        o = self.options
+        system = system_account_name(o)
+        names = ["$G"] + [n for n in (o.accounts or ()) if n != system]
+        waits = [self.accounts[n].sublist for n in names
+                 if n in self.accounts and owner(n, self.worker_count) != self.worker_index]
+        with trio.move_on_after(timeout):
+            for sublist in waits:
+                while not sublist.match(b"$NATSX.JSAPI.INFO").psubs:
+                    await trio.sleep(0.01)
+            return
+        log.warning("JetStream did not answer within %.0fs; accepting clients anyway", timeout)
+
+    async def accept_from(self, listener: socket.socket, what: str, handle) -> None:
+        """Accepts on ``listener`` for ever, handing each new non-blocking socket to
+        ``handle``; in lame duck mode new connections are closed at once."""
         listener.setblocking(False)
         while True:
             try:
@@ -196,7 +355,7 @@ class Server:
                 await trio.lowlevel.wait_readable(listener)
                 continue
             except OSError as exc:
-                log.error("accept failed: %s", exc)
+                log.error("%saccept failed: %s", what, exc)
                 await trio.sleep(0.05)
                 continue
             if self.lame_duck:
@@ -204,21 +363,50 @@ class Server:
                 continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.total_connections += 1
-            conn = ClientConnection(self, sock, self._allocate_cid())
-            if len(self.connections) >= self.options.max_connections:
-                # Go sends INFO first, then the error.
-                conn.queue(self.info_bytes(conn))
-                conn.close(MAX_CONNECTIONS, "maximum connections exceeded")
-                sock.close()
-                self.closed.append(conn)
-                continue
-            self.connections[conn.cid] = conn
-            self._nursery.start_soon(conn.run)
+            handle(sock)
+
+    async def _accept_loop(self) -> None:
+        await self.accept_from(self.listener, "", self._accept_client)
+
+    def _accept_client(self, sock: socket.socket) -> None:
+        self.total_connections += 1
+        conn = ClientConnection(self, sock, self._allocate_cid())
+        if not self._admit(conn):
+            # Go sends INFO first, then the error.
+            conn.queue(self.info_bytes(conn))
+            conn.close(MAX_CONNECTIONS, "maximum connections exceeded")
+            sock.close()
+            self.closed.append(conn)
+            return
+        self.connections[conn.cid] = conn
+        self._nursery.start_soon(conn.run)
+
+    def _admit(self, conn: ClientConnection) -> bool:
+        """Counts ``conn`` against max_connections, across workers when there are several
+        (Go: ``len(s.clients) >= opts.MaxConn`` under the server lock)."""
+        limit = self.options.max_connections
+        table = self.peer_table
+        if table is None:
+            if limit < 0 or len(self.connections) >= limit:
+                return False
+        elif not table.reserve_connection(self.worker_index, len(self._counted), limit):
+            return False
+        self._counted.add(conn.cid)
+        return True
+
+    def uncount_connection(self, conn: ClientConnection) -> None:
+        """``conn`` no longer counts against max_connections (closed, or about to be)."""
+        if conn.cid in self._counted:
+            self._counted.discard(conn.cid)
+            if self.peer_table is not None:
+                self.peer_table.set_connections(self.worker_index, len(self._counted))
 
     def remove_connection(self, conn: ClientConnection) -> None:
+        self.uncount_connection(conn)
         if self.connections.pop(conn.cid, None) is None:
             return
+        if self.operator is not None:
+            self.operator.connection_closed(conn)
         subs = list(conn.core.subs.values())
         if subs:
             sl = conn.core.sublist
@@ -239,6 +427,8 @@ class Server:
         traffic[1] += core.in_bytes
         traffic[2] += core.out_msgs
         traffic[3] += core.out_bytes
+        if self.system is not None:
+            self.system.client_disconnected(conn)
 
     def note_slow_consumer(self, conn: ClientConnection) -> None:
         self.slow_consumers += 1
@@ -247,6 +437,8 @@ class Server:
 
     def note_auth_error(self, conn: ClientConnection) -> None:
         self.auth_errors += 1
+        if self.system is not None:
+            self.system.auth_error(conn)
 
     # ------------------------------------------------------------------ SUB / UNSUB
 
@@ -268,7 +460,9 @@ class Server:
                                   % subject.decode("utf-8", "replace")))
             conn._touch()
             return
-        if o.max_subscriptions and len(core.subs) >= o.max_subscriptions:
+        # A JWT user's limit (natsx.server.operator) replaces the server's; -1 is unlimited.
+        limit = conn.max_subs if conn.max_subs is not None else (o.max_subscriptions or -1)
+        if limit != -1 and len(core.subs) >= limit:
             conn.queue(encode.err("maximum subscriptions exceeded"))
             conn._touch()
             return
@@ -366,6 +560,7 @@ class Server:
             core = self.new_client_core(0)
             core.sublist = self.sublist_for(name)
             core.account = self.accounts.get(name.decode(), core.account)
+            core.mapper = None   # the server's own publishes are not mapped (Go)
             core.account_name = name
             client = self.internal_clients[name] = InternalClient(self, name, core)
         return client
@@ -408,6 +603,8 @@ class Server:
         if self.lame_duck:
             return
         self.lame_duck = True
+        if self.system is not None:
+            self.system.shutdown(lame_duck=True)
         o = self.options
         for conn in list(self.connections.values()):
             if conn.protocol >= 1 and conn.first_pong_sent:
@@ -425,6 +622,8 @@ class Server:
         self.shutdown_event.set()
 
     def shutdown(self) -> None:
+        if self.system is not None:
+            self.system.shutdown()
         for conn in list(self.connections.values()):
             conn.close(SERVER_SHUTDOWN)
         if self.jetstream is not None:

@@ -4,6 +4,8 @@
 group-committed, readable from other processes through ``LmdbReader``). Both implement the
 same ``StreamStore`` API, which mirrors the Go server's ``StreamStore`` interface
 (server/store.go) method by method; see base.py for the shared semantics.
+``RaftLmdbStore`` (raftlmdb.py) is the worker's LMDB store when the raft process writes:
+same layout, writes proposed to the raft process, reads from LMDB overlaid with them.
 """
 
 from .base import StorageUpdateHandler, StreamStore

@@ -34,6 +34,11 @@ results.
 Other processes read the same environment through ``LmdbReader`` (LMDB readers are MVCC
 snapshots and never block the writer). Only one process may write, and an environment may be
 opened only once per process.
+
+Who writes. Under the supervisor with JetStream on, the raft process (natsx.raftd) is the
+single writer of every stream environment: workers use ``RaftLmdbStore`` (raftlmdb.py), which
+records the physical writes of this layout and proposes them, and never open an environment
+for writing. ``LmdbStore`` writes in-process; a worker uses it only when no raft process runs.
 """
 
 from __future__ import annotations

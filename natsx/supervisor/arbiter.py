@@ -9,6 +9,9 @@ with ``waitpid(WNOHANG)``. A worker that dies is restarted; one that dies within
 ``BOOT_GRACE`` seconds of starting, repeatedly, halts the supervisor instead of
 crash-looping. Children ask the kernel for SIGKILL when the supervisor dies
 (PR_SET_PDEATHSIG), so a SIGKILLed supervisor never leaves workers holding the ports.
+Workers and the raft process bump heartbeat counters in the shared peer table; one whose
+counter stalls for ``HEARTBEAT_TIMEOUT`` seconds (stopped, or stuck in a call) is killed
+and, reaped, restarted: a stuck raft process would otherwise hold every publish forever.
 """
 from __future__ import annotations
 
@@ -18,17 +21,17 @@ import logging
 import os
 import signal
 import socket
-import sys
 import time
 
 from natsx.server.options import Options
+from natsx.supervisor import childsignals
 
 log = logging.getLogger("natsx")
 
 BOOT_GRACE = 1.0
 MAX_QUICK_DEATHS = 3
 STOP_TIMEOUT = 10.0
-HEARTBEAT_TIMEOUT = 10.0   # a worker whose heartbeat stalls this long is killed
+HEARTBEAT_TIMEOUT = 10.0   # a worker or raft process whose heartbeat stalls this long is killed
 _PR_SET_PDEATHSIG = 1
 _HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
                     signal.SIGUSR2, signal.SIGQUIT, signal.SIGCHLD)
@@ -43,6 +46,10 @@ def die_with_parent(parent_pid: int) -> None:
         pass
     if os.getppid() != parent_pid:
         os._exit(1)
+
+
+class MonitorConfigError(OSError):
+    """The monitoring ports cannot be served as configured (Go: StartMonitoring)."""
 
 
 def bind_tcp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
@@ -131,20 +138,54 @@ class Arbiter:
             self.client_listeners = [first] + [bind_tcp(o.host, o.port, reuse_port=True)
                                                for _ in range(n - 1)]
         self.client_listener = first
+        # The WebSocket port, bound the same way: one listener per worker.
+        self.ws_listeners: list = []
+        wo = o.websocket
+        if wo.port:
+            if n > 1 and wo.port > 0:
+                bind_tcp(wo.host, wo.port).close()
+            ws_first = bind_tcp(wo.host, wo.port, reuse_port=n > 1 and not shared)
+            wo.port = ws_first.getsockname()[1]
+            self.ws_listeners = [ws_first] * n if shared else [ws_first] + [
+                bind_tcp(wo.host, wo.port, reuse_port=True) for _ in range(n - 1)]
         self.http_listener = None
+        if o.http_port and o.https_port:
+            # Go (StartMonitoring): a misconfiguration, fatal at startup.
+            raise MonitorConfigError(f"can't specify both HTTP ({o.http_port}) and HTTPs "
+                                     f"({o.https_port}) ports")
+        if o.https_port and o.tls_config is None:
+            raise MonitorConfigError("TLS cert and key required for HTTPS")
         if o.http_port:
             self.http_listener = bind_tcp(o.http_host or o.host, o.http_port)
             o.http_port = self.http_listener.getsockname()[1]
+        elif o.https_port:
+            self.http_listener = bind_tcp(o.http_host or o.host, o.https_port)
+            o.https_port = self.http_listener.getsockname()[1]
         o.workers = n
         from natsx.mesh import RingSet
         from natsx.server.mesh import PeerTable
 
         self.ringset = RingSet(n, ring_capacity(o)) if n > 1 else None
         self.peer_table = PeerTable(n)
-        # One control channel per worker, between that worker and the admin process.
-        self.control_pairs = [socket.socketpair() for _ in range(n)]
+        # One control channel per worker, between that worker and the admin process: the
+        # worker listens on this address, the admin connects (natsx.server.control).
+        from natsx.server.control import control_address
+
+        self.control_addresses = [control_address(self.server_id, i) for i in range(n)]
         self.workers = [Child("worker", i) for i in range(n)]
         self.admin = Child("admin", 0) if self.http_listener else None
+        # JetStream's raft process: the single LMDB writer (natsx.raftd). Its socket is bound
+        # here, so workers reconnect to the same address while it restarts.
+        self.raft = self.raft_listener = self.raft_address = None
+        if o.jetstream:
+            # Draws the secret every worker's JetStream relay shares (before any fork).
+            import natsx.jetstream.relay  # noqa: F401
+
+            self.raft_address = "\0natsx-raft-%d-%s" % (os.getpid(), self.server_id[:8])
+            self.raft_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.raft_listener.bind(self.raft_address)
+            self.raft_listener.listen(128)
+            self.raft = Child("raft", 0)
 
     def _log_banner(self) -> None:
         from natsx import SERVER_VERSION, __version__
@@ -159,8 +200,23 @@ class Arbiter:
 
         log_startup_notes(o)
         if self.http_listener:
-            log.info("Starting http monitor on %s:%d", o.http_host or o.host, o.http_port)
+            log.info("Starting %s monitor on %s:%d", "https" if o.https_port else "http",
+                     o.http_host or o.host, o.http_port or o.https_port)
+        if self.ws_listeners:
+            wo = o.websocket
+            log.info("Listening for websocket clients on %s://%s:%d",
+                     "wss" if wo.tls is not None else "ws", wo.host, wo.port)
+            if wo.tls is None:
+                log.warning("Websocket not configured with TLS. DO NOT USE IN PRODUCTION!")
         log.info("Listening for client connections on %s:%d", o.host, o.port)
+        if o.tls_config is not None:
+            # Go: "TLS first" without a fallback delay requires TLS even with allow_non_tls.
+            first_only = o.tls_handshake_first and not o.tls_handshake_first_fallback
+            log.info("TLS %s for client connections",
+                     "available" if o.allow_non_tls and not first_only else "required")
+            if first_only:
+                log.warning('Clients that are not using "TLS Handshake First" option will '
+                            "fail to connect")
         log.info("Server is ready")
 
     # ------------------------------------------------------------------ children
@@ -169,9 +225,9 @@ class Arbiter:
         parent = os.getpid()
         if child.kind == "worker":
             child.generation += 1
-            child.beat = -1
-            child.beat_seen = time.monotonic()
             self.peer_table.set_alive(child.index, True, child.generation)
+        child.beat = -1
+        child.beat_seen = time.monotonic()
         # Signals stay blocked across the fork until the child has reset its handlers:
         # a SIGTERM landing in between would run the supervisor's handler in the child,
         # which only queues it, and the child would ignore it until the stop timeout.
@@ -190,11 +246,13 @@ class Arbiter:
             for sig in _HANDLED_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
             signal.set_wakeup_fd(-1)
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            childsignals.hold(mask)   # released by the child once its handlers are set
             os.close(self._wake_r)
             os.close(self._wake_w)
             if child.kind == "worker":
                 code = self._run_worker(child.index)
+            elif child.kind == "raft":
+                code = self._run_raft()
             else:
                 code = self._run_admin()
         except SystemExit as exc:
@@ -209,30 +267,40 @@ class Arbiter:
     def _run_worker(self, index: int) -> int:
         from natsx.server.process import run_worker
 
-        for i, (a, w) in enumerate(self.control_pairs):
-            a.close()
-            if i != index:
-                w.close()
         for i, listener in enumerate(self.client_listeners):
             if i != index and listener is not self.client_listeners[index]:
+                listener.close()
+        for i, listener in enumerate(self.ws_listeners):
+            if i != index and listener is not self.ws_listeners[index]:
                 listener.close()
         if self.http_listener:
             self.http_listener.close()
         return run_worker(self.options, server_id=self.server_id, index=index,
                           listener=self.client_listeners[index],
-                          control=self.control_pairs[index][1],
-                          ringset=self.ringset, peer_table=self.peer_table)
+                          ws_listener=self.ws_listeners[index] if self.ws_listeners else None,
+                          control=self.control_addresses[index],
+                          ringset=self.ringset, peer_table=self.peer_table,
+                          raft_address=self.raft_address, start_time=self.start_time)
+
+    def _run_raft(self) -> int:
+        from natsx.raftd.server import run_raft
+
+        for listener in set(self.client_listeners + self.ws_listeners):
+            listener.close()
+        if self.http_listener:
+            self.http_listener.close()
+        return run_raft(self.raft_listener, self.peer_table.raft_beat)
 
     def _run_admin(self) -> int:
         from natsx.admin.process import run_admin
 
-        for a, w in self.control_pairs:
-            w.close()
-        for listener in self.client_listeners:
+        for listener in self.client_listeners + self.ws_listeners:
             listener.close()
+        if self.raft_listener is not None:
+            self.raft_listener.close()
         return run_admin(self.options, server_id=self.server_id, start_time=self.start_time,
                          listener=self.http_listener,
-                         controls=[a for a, _ in self.control_pairs])
+                         controls=self.control_addresses)
 
     # ------------------------------------------------------------------ loop
 
@@ -251,6 +319,8 @@ class Arbiter:
         self.setup()
         self.write_pid_file()
         self.write_ports_file()
+        if self.raft is not None:
+            self.spawn(self.raft)
         for w in self.workers:
             self.spawn(w)
         if self.admin:
@@ -325,14 +395,22 @@ class Arbiter:
     def check_heartbeats(self) -> None:
         now = time.monotonic()
         for pid, child in list(self.children.items()):
-            if child.kind != "worker":
+            if child.kind == "worker":
+                beat = self.peer_table.read(child.index)[2]
+            elif child.kind == "raft":
+                beat = self.peer_table.raft_heartbeat()
+            else:
                 continue
-            beat = self.peer_table.read(child.index)[2]
             if beat != child.beat:
                 child.beat = beat
                 child.beat_seen = now
             elif now - child.beat_seen > HEARTBEAT_TIMEOUT:
-                log.error("worker %d (pid %d) stopped its heartbeat; killing it", child.index, pid)
+                if child.kind == "raft":
+                    log.error("JetStream raft process (pid %d) stopped its heartbeat; "
+                              "killing it", pid)
+                else:
+                    log.error("worker %d (pid %d) stopped its heartbeat; killing it",
+                              child.index, pid)
                 child.beat_seen = now
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -403,7 +481,11 @@ class Arbiter:
         from natsx.supervisor.ports import ports_json
 
         with open(self.ports_file_path(), "w") as f:
-            f.write(ports_json(self.client_listener, self.http_listener))
+            f.write(ports_json(self.client_listener, self.http_listener,
+                               websocket=self.ws_listeners[0] if self.ws_listeners else None,
+                               wss=o.websocket.tls is not None,
+                               tls=o.tls_config is not None and not o.allow_non_tls,
+                               https=bool(o.https_port)))
 
     def cleanup(self) -> None:
         if self.children:

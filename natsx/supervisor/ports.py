@@ -89,9 +89,14 @@ def listener_urls(scheme: str, sock: socket.socket) -> list[str]:
             for h in hosts]
 
 
-def ports_json(nats: socket.socket, monitoring: socket.socket | None = None) -> str:
-    """The file's content: compact JSON, as json.Marshal writes it."""
-    ports = {"nats": listener_urls("nats", nats)}
+def ports_json(nats: socket.socket, monitoring: socket.socket | None = None, *,
+               websocket: socket.socket | None = None, wss: bool = False,
+               tls: bool = False, https: bool = False) -> str:
+    """The file's content: compact JSON, as json.Marshal writes it (``tls://`` when clients
+    must use TLS, ``https://`` for an HTTPS monitor, as Go's PortsInfo)."""
+    ports = {"nats": listener_urls("tls" if tls else "nats", nats)}
     if monitoring is not None:
-        ports["monitoring"] = listener_urls("http", monitoring)
+        ports["monitoring"] = listener_urls("https" if https else "http", monitoring)
+    if websocket is not None:
+        ports["websocket"] = listener_urls("wss" if wss else "ws", websocket)
     return json.dumps({k: v for k, v in ports.items() if v}, separators=(",", ":"))
