@@ -803,22 +803,9 @@ class Operator:
             self._respond(reply, name, "jwt update resulted in error",
                           "operator requires issuer to be a signing key")
             return
-        if write:
-            try:
-                self.resolver.store(name, token)
-            except ResolverError as exc:
-                self._respond(reply, name, "jwt update resulted in error", str(exc))
-                return
-        jacc = self.accounts.get(name)
-        if jacc is not None and jacc.claims is not None:
-            try:
-                verified = self._verify(name, token)
-            except jwt.JWTError as exc:
-                log.error("DirResolver - Update for account %r resulted in error %s", name, exc)
-            else:
-                if verified.issued_at >= jacc.claims.issued_at:
-                    self._apply(jacc, verified, token)
-        self._respond(reply, name, "jwt updated", None)
+        if self._store_and_apply(name, token, reply, write, "jwt update resulted in error",
+                                 "DirResolver - Update for account {name!r} resulted in error {exc}"):
+            self._respond(reply, name, "jwt updated", None)
 
     def _cache_update(self, name, token, reply, write: bool, *, strict_name: bool) -> None:
         """CacheDirAccResolver's update handlers: only an account the server has loaded is
@@ -844,22 +831,30 @@ class Operator:
         if jwt.is_blocking(jwt.validate(claims, time.time()), include_time_checks=False):
             self._respond(reply, name, "jwt update cache validation failed", "validation errors")
             return
+        if self._store_and_apply(name, token, reply, write, "jwt update cache resulted in error",
+                                 "DirResolver - Update resulted in error {exc}"):
+            self._respond(reply, name, "jwt updated cache", None)
+
+    def _store_and_apply(self, name, token, reply, write: bool, error: str, log_format: str) -> bool:
+        """The common end of both directory resolvers' update handlers: store the JWT (when
+        this worker writes), then apply it to a loaded account unless it is older than the
+        claims in force. False when storing failed (the error is answered)."""
         if write:
             try:
                 self.resolver.store(name, token)
             except ResolverError as exc:
-                self._respond(reply, name, "jwt update cache resulted in error", str(exc))
-                return
+                self._respond(reply, name, error, str(exc))
+                return False
         jacc = self.accounts.get(name)
         if jacc is not None and jacc.claims is not None:
             try:
                 verified = self._verify(name, token)
             except jwt.JWTError as exc:
-                log.error("DirResolver - Update resulted in error %s", exc)
+                log.error(log_format.format(name=name, exc=exc))
             else:
                 if verified.issued_at >= jacc.claims.issued_at:
                     self._apply(jacc, verified, token)
-        self._respond(reply, name, "jwt updated cache", None)
+        return True
 
     def _on_delete(self, subject, reply, headers, payload, publisher) -> None:
         """Go's handleDeleteRequest: a generic JWT, self-signed by the operator (or one of
