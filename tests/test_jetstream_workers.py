@@ -1,13 +1,12 @@
 """JetStream with several workers: clients on a worker that does not run the stream.
 
-Each account's streams live in the worker that owns the account (natsx.jetstream.shards;
-with two workers the global account's owner is worker 0); a client of any other worker
-reaches them through the mesh exactly as a client of the owner does: its publishes are
-captured by the owner's subscriptions, its API requests, pull requests and acks cross the
-ring, and deliveries and replies come back the same way. Each test picks connections by the
-worker that accepted them (a worker hands out client ids ``index + 1 + k * workers``). The
-last tests run accounts owned by different workers (2 and 4 workers), proving where each
-account's stream environments are open through ``/proc/<pid>/fd``.
+Each stream lives in the worker its account and name hash to (natsx.jetstream.shards); a
+client of any other worker reaches it through the mesh exactly as a client of the owner
+does: its publishes are captured by the owner's subscriptions, its API requests, pull
+requests and acks cross the ring, and deliveries and replies come back the same way. Each
+test picks connections by the worker that accepted them (a worker hands out client ids
+``index + 1 + k * workers``). The last tests spread one account's streams over 2 and 4
+workers, proving where each stream environment is open through ``/proc/<pid>/fd``.
 """
 from __future__ import annotations
 
@@ -21,9 +20,9 @@ import urllib.request
 import nats
 import pytest
 from nats.js import api as jsapi
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NoStreamResponseError, ServiceUnavailableError
 
-from natsx.jetstream.shards import owner
+from natsx.jetstream.shards import owner, stream_owner
 
 from test_jetstream import connect, run, start
 from test_jetstream_raft import raft_pids, wait_new_raft, wait_raft
@@ -200,7 +199,8 @@ def test_relayed_api_requests_keep_the_client(server):
         await nc.jetstream().account_info()
         # A client publishing to the relay subject itself is ignored.
         with pytest.raises(nats.errors.TimeoutError):
-            await nc.request("$NATSX.JSAPI.$JS.API.INFO", b"", timeout=0.5)
+            await nc.request("$NATSX.JSAPI.%d.$JS.API.INFO" % owner("$G", WORKERS), b"",
+                             timeout=0.5)
         await asyncio.sleep(0.3)
         await sub.unsubscribe()
         cid = nc._server_info["client_id"]
@@ -222,7 +222,9 @@ def test_worker_0_restart_seen_from_another_worker(tmp_path):
         async def main():
             nc = await connect_on(srv, 1, connect_timeout=10)
             js = nc.jetstream()
-            await js.add_stream(name="R0", subjects=["r0"])
+            # A stream worker 0 runs (natsx.jetstream.shards).
+            assert stream_owner("$G", "R4", WORKERS) == 0
+            await js.add_stream(name="R4", subjects=["r0"])
             await js.publish("r0", b"before")
             pids = [int(p) for p in re.findall(
                 r"\[(\d+)\] \S+ \S+ \[INF\] Starting JetStream", srv.log())]
@@ -232,12 +234,14 @@ def test_worker_0_restart_seen_from_another_worker(tmp_path):
                 try:
                     ack = await js.publish("r0", b"after", timeout=1)
                     break
-                except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                        NoStreamResponseError):
+                    # (nats.py reports a publish nobody received as "no response from stream")
                     continue
             else:
                 raise AssertionError("worker 0 did not come back:\n" + srv.log())
             assert ack.seq == 2
-            assert (await js.stream_info("R0")).state.messages == 2
+            assert (await js.stream_info("R4")).state.messages == 2
             await nc.close()
         run(main())
         assert srv.log().count("Starting JetStream") == 2
@@ -245,7 +249,7 @@ def test_worker_0_restart_seen_from_another_worker(tmp_path):
         srv.stop()
 
 
-# ------------------------------------------------------------------------ accounts as shards
+# ------------------------------------------------------------------------ streams as shards
 
 CANDIDATES = ["A", "B", "C", "D", "E", "F", "G", "H", "ACC1", "ACC2", "ONE", "TWO", "THREE"]
 
@@ -289,9 +293,10 @@ def worker_pids(srv) -> list[int]:
         return [int(p) for p in f.read().split() if int(p) not in raft]
 
 
-def holders(srv, account: str) -> set[int]:
-    """The workers that have the LMDB environment of a stream of ``account`` open."""
-    mark = f"/jetstream/{account}/streams/"
+def holders(srv, account: str, stream: str = "") -> set[int]:
+    """The workers that have the LMDB environment of a stream of ``account`` (``stream``,
+    or any) open."""
+    mark = f"/jetstream/{account}/streams/{stream + '/' if stream else ''}"
     found = set()
     for pid in worker_pids(srv):
         try:
@@ -309,9 +314,11 @@ def holders(srv, account: str) -> set[int]:
 
 
 @pytest.mark.parametrize("workers", [2, 4])
-def test_accounts_are_shards_served_from_every_worker(tmp_path, workers):
-    """Each account's streams run in the worker that owns it (different workers for
-    different accounts), and every API family works from a client of any worker."""
+def test_streams_are_shards_served_from_every_worker(tmp_path, workers):
+    """Each stream runs in the worker its name hashes to (natsx.jetstream.shards), so the
+    streams of one account spread over every worker, and every API family works from a
+    client of any worker: overlap refused across workers, mirrors of a stream another
+    worker runs, account info counting every worker's streams, KV and object store."""
     srv, accounts = start_sharded(tmp_path, workers)
     try:
         async def main():
@@ -360,33 +367,39 @@ def test_accounts_are_shards_served_from_every_worker(tmp_path, workers):
                 assert (await obs.get("blob")).data == b"x" * 100_000
                 await nc.close()
         run(main(), timeout=120)
-        # Every account's environments are open in exactly one worker, and each worker
-        # runs a different account.
-        owners = {acc: holders(srv, acc) for acc in accounts.values()}
-        assert all(len(h) == 1 for h in owners.values()), owners
-        assert len(set.union(*owners.values())) == workers, owners
+        # Each stream nothing mirrors is open in exactly one worker, and every worker runs
+        # streams of every account (the mirrors' origins are also read by their mirror's).
+        for acc in accounts.values():
+            for w in range(workers):
+                assert len(holders(srv, acc, f"M{w}")) == 1
+            assert len(holders(srv, acc, "KV_KV")) == 1
+            assert len(holders(srv, acc)) == workers, (acc, holders(srv, acc))
     finally:
         srv.stop()
 
 
 def test_owner_sigkill_answers_503_then_recovers(tmp_path):
-    """Killing the worker that owns an account: the account's requests fail at once with
-    "no responders" (not a timeout) from a client of another worker, the other accounts go
-    on, and the account's streams come back with the restarted worker."""
+    """Killing the worker that runs a stream: the stream's requests fail at once with
+    "no responders" (not a timeout) from a client of another worker, a stream of the same
+    account another worker runs goes on, and the stream comes back with the restarted
+    worker."""
     workers = 2
     srv, accounts = start_sharded(tmp_path, workers)
     try:
-        victim, other = accounts[1], accounts[0]
+        account = accounts[0]
+        # V runs in worker 1, O in worker 0.
+        victim = next(n for n in CANDIDATES if stream_owner(account, n, workers) == 1)
+        other = next(n for n in CANDIDATES if stream_owner(account, n, workers) == 0)
 
         async def main():
-            nc = await connect_on_n(srv, workers, 0, victim.lower(), connect_timeout=10)
-            nc_other = await connect_on_n(srv, workers, 0, other.lower(), connect_timeout=10)
-            js, js_other = nc.jetstream(timeout=2), nc_other.jetstream()
-            await js.add_stream(name="V", subjects=["v"])
-            await js_other.add_stream(name="O", subjects=["o"])
+            nc = await connect_on_n(srv, workers, 0, account.lower(), connect_timeout=10)
+            js = nc.jetstream(timeout=2)
+            js_other = js
+            await js.add_stream(name=victim, subjects=["v"])
+            await js.add_stream(name=other, subjects=["o"])
             await js.publish("v", b"before")
-            (pid,) = holders(srv, victim)
-            assert holders(srv, other) != {pid}
+            (pid,) = holders(srv, account, victim)
+            assert holders(srv, account, other) != {pid}
             os.kill(pid, signal.SIGKILL)
             # A request already written to the dead worker's ring is lost with it (as one
             # in flight to a crashed Go server): the first may time out. Once the supervisor
@@ -395,10 +408,11 @@ def test_owner_sigkill_answers_503_then_recovers(tmp_path):
             outcomes = []
             for _ in range(200):
                 try:
-                    await js.stream_info("V")
+                    await js.stream_info(victim)
                     outcomes.append("ok")
                     break
-                except nats.errors.NoRespondersError:
+                except (nats.errors.NoRespondersError, ServiceUnavailableError):
+                    # (nats.py's JetStream manager reports the 503 as "service unavailable")
                     outcomes.append("503")
                     await js_other.publish("o", b"meanwhile")
                     await asyncio.sleep(0.01)
@@ -409,10 +423,9 @@ def test_owner_sigkill_answers_503_then_recovers(tmp_path):
             assert "timeout" not in outcomes[1:], outcomes
             ack = await js.publish("v", b"after")
             assert ack.seq == 2
-            assert (await js.stream_info("V")).state.messages == 2
-            assert (await js_other.publish("o", b"x")).stream == "O"
+            assert (await js.stream_info(victim)).state.messages == 2
+            assert (await js_other.publish("o", b"x")).stream == other
             await nc.close()
-            await nc_other.close()
         run(main())
     finally:
         srv.stop()

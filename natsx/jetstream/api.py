@@ -107,32 +107,36 @@ def _stream(account: "Account", name: str):
 
 
 def _others(account: "Account", name: str) -> list:
-    return [s.cfg for n, s in account.streams.items() if n != name]
+    """The configs of the account's other streams, on every worker."""
+    return [cfg for n, cfg in account.configs(vetting=True).items() if n != name]
 
 
 # ------------------------------------------------------------------------------------- account
 
 def account_info(account, tokens, reply, hdr, payload):
-    streams = account.streams.values()
+    # The account's figures on every worker (natsx.jetstream.accountusage).
+    t = account.totals()
     out = {
-        "memory": account.usage("memory"),
-        "storage": account.usage("file"),
-        "reserved_memory": account.reserved("memory"),
-        "reserved_storage": account.reserved("file"),
-        "streams": len(account.streams),
-        "consumers": sum(len(s.consumers) for s in streams),
+        "memory": t["memory"],
+        "storage": t["file"],
+        "reserved_memory": t["reserved_memory"],
+        "reserved_storage": t["reserved_file"],
+        "streams": t["streams"],
+        "consumers": t["consumers"],
         "limits": account.limits.to_json(),
     }
     if account.js.domain:
         out["domain"] = account.js.domain
     # Level 1 is the 2.11 API: per-message TTLs, subject delete markers, consumer pause.
-    out["api"] = {"level": API_LEVEL, "total": account.api_total, "errors": account.api_errors}
+    out["api"] = {"level": API_LEVEL, "total": t["api_total"], "errors": t["api_errors"]}
     return "account_info_response", out
 
 
 # ------------------------------------------------------------------------------------- streams
 
-def stream_create(account, tokens, reply, hdr, payload):
+def stream_create(account, tokens, reply, hdr, payload, vet=False):
+    """With ``vet`` (the account's home, natsx.jetstream.shards): only the checks against
+    the account's streams on every worker; None when the stream's owner may create it."""
     req = _request(payload, account, "stream_config")
     pedantic = bool(req.pop("pedantic", False))
     cfg = stream_mod.decode_config(req)
@@ -149,13 +153,21 @@ def stream_create(account, tokens, reply, hdr, payload):
                     err="stream has no mirror but does have mirror direct")
     cfg = stream_mod.check_config(cfg, pedantic=pedantic, others=_others(account, name),
                                   limits=account.limits)
+    if vet:
+        configs = account.configs(vetting=True)
+        if name not in configs:
+            if 0 < account.limits.max_streams <= len(configs):
+                raise error("JSMaximumStreamsLimitErr")
+            account.limits.check_reservation(cfg, server=False)
+            account.catalog.hold(name, cfg)
+        return None
     existing = account.streams.get(name)
     if existing is not None:
         if existing.cfg != cfg:
             raise error("JSStreamNameExistErr")
         stream = existing
     else:
-        if 0 < account.limits.max_streams <= len(account.streams):
+        if 0 < account.limits.max_streams <= len(account.configs()):
             raise error("JSMaximumStreamsLimitErr")
         account.limits.check_reservation(cfg)
         try:
@@ -170,13 +182,24 @@ def stream_create(account, tokens, reply, hdr, payload):
     return "stream_create_response", info
 
 
-def stream_update(account, tokens, reply, hdr, payload):
+def stream_update(account, tokens, reply, hdr, payload, vet=False):
     req = _request(payload, account, "stream_config")
     pedantic = bool(req.pop("pedantic", False))
     cfg = stream_mod.decode_config(req)
     name = tokens[4]
     if cfg.get("name", "") != name:
         raise error("JSStreamMismatchErr")
+    if vet:
+        # The home: the checks against the account's other streams (see stream_create).
+        current = account.configs(vetting=True).get(name)
+        if current is None:
+            raise error("JSStreamNotFoundErr")
+        new = stream_mod.check_update(current, cfg, pedantic=pedantic,
+                                      others=_others(account, name), limits=account.limits)
+        if new.get("max_bytes", -1) != current.get("max_bytes", -1):
+            account.limits.check_reservation(new, exclude=name, server=False)
+        account.catalog.hold(name, new)
+        return None
     stream = _stream(account, name)
     new = stream_mod.check_update(stream.cfg, cfg, pedantic=pedantic,
                                   others=_others(account, name), limits=account.limits)
@@ -190,11 +213,12 @@ def stream_update(account, tokens, reply, hdr, payload):
 def _filtered_names(account, req):
     offset = req.get("offset", 0) or 0
     subject = req.get("subject", "") or ""
-    names = sorted(account.streams)
+    configs = account.configs()
+    names = sorted(configs)
     if subject:
         names = [n for n in names
                  if any(subjects_collide(subject, s)
-                        for s in account.streams[n].cfg.get("subjects") or [n])]
+                        for s in configs[n].get("subjects") or [n])]
     return max(offset, 0), names
 
 
@@ -211,9 +235,17 @@ def stream_list(account, tokens, reply, hdr, payload):
     offset, names = _filtered_names(account, _request(payload, account, "stream_list"))
     total = len(names)
     offset = min(offset, total)
-    infos = [account.streams[n].info() for n in names[offset:offset + LIST_LIMIT]]
-    return "stream_list_response", {"total": total, "offset": offset, "limit": LIST_LIMIT,
-                                    "streams": infos, "missing": None}
+    page = names[offset:offset + LIST_LIMIT]
+    body = {"total": total, "offset": offset, "limit": LIST_LIMIT, "streams": [],
+            "missing": None}
+    if account.catalog is not None and any(n not in account.streams for n in page):
+        # Streams other workers run: their owners tell their state (the answer leaves
+        # when they have, natsx.jetstream.coordinator).
+        from natsx.jetstream.coordinator import gather_infos
+
+        return "stream_list_response", gather_infos(account, page, body)
+    body["streams"] = [account.streams[n].info() for n in page]
+    return "stream_list_response", body
 
 
 def stream_info(account, tokens, reply, hdr, payload):
@@ -499,8 +531,9 @@ def stream_restore(account, tokens, reply, hdr, payload):
     def check(cfg):
         cfg = stream_mod.check_config(stream_mod.decode_config(cfg), others=others,
                                       limits=account.limits)
-        if tokens[4] not in account.streams:
-            if 0 < account.limits.max_streams <= len(account.streams):
+        configs = account.configs()
+        if tokens[4] not in configs:
+            if 0 < account.limits.max_streams <= len(configs):
                 raise error("JSMaximumStreamsLimitErr")
             account.limits.check_reservation(cfg)
         return cfg
@@ -591,23 +624,25 @@ def client_info(publisher, account: str, server_name: str) -> dict:
 
 
 def dispatch(account: "Account", subject: bytes, reply, hdr, payload: bytes,
-             publisher=None) -> None:
-    """Run one API request and queue its response."""
+             publisher=None, vet: bool = False) -> bool:
+    """Run one API request and queue its response. With ``vet``, for a STREAM.CREATE or
+    UPDATE, only the account-wide checks: True when they passed and nothing was
+    answered."""
     tokens = subject.decode("utf-8", "surrogateescape").split(".")
     if len(tokens) > 3 and tokens[1] != "API" and tokens[2] == "API":
         # $JS.<domain>.API.> (Go maps it onto $JS.API.>).
         domain = account.js.domain
         if tokens[1] != domain:
-            return
+            return False
         tokens = [tokens[0]] + tokens[2:]
         subject = ".".join(tokens).encode("utf-8", "surrogateescape")
         if _handler(tokens) is None and account.enabled:
             # Not a request this module answers (MSG.NEXT, DIRECT.GET...): route it on.
             account.js.send(account.name, subject, reply, payload or b"", hdr=hdr)
-            return
+            return False
     handler = _handler(tokens)
     if handler is None:
-        return
+        return False
     global _publisher, _subject
     _publisher = publisher
     _subject = subject.decode("utf-8", "replace")
@@ -620,7 +655,17 @@ def dispatch(account: "Account", subject: bytes, reply, hdr, payload: bytes,
     try:
         if not account.enabled:
             raise error("JSNotEnabledForAccountErr")
+        if vet:
+            # The home vetting a create or update (natsx.jetstream.shards): None when the
+            # owner may run it; a refusal is answered here.
+            if handler(account, tokens, reply, hdr, payload or b"", vet=True) is None:
+                return True
         rtype, body = handler(account, tokens, reply, hdr, payload or b"")
+        if isinstance(body, Deferred):
+            body.then = lambda body: _respond(account, handler, subject, reply, payload,
+                                              publisher, {"type": T + rtype, **body})
+            body.ready()
+            return False
         response = {"type": T + rtype}
         response.update(body)
     except ApiError as exc:
@@ -632,12 +677,29 @@ def dispatch(account: "Account", subject: bytes, reply, hdr, payload: bytes,
             extra = _PAGED_LIST.get(handler)
             if extra:
                 response[extra] = None
+    _respond(account, handler, subject, reply, payload, publisher, response)
+    return False
+
+
+class Deferred:
+    """A response body that other workers complete: ``ready`` (once the handler returned)
+    then, when complete, ``then(body)`` answers (natsx.jetstream.coordinator)."""
+
+    then = None
+
+    def ready(self) -> None:
+        pass
+
+
+def _respond(account, handler, subject: bytes, reply, payload, publisher,
+             response: dict) -> None:
     if handler in _RESERVING:
         # What the stream's max_bytes reserves now, for every worker to see (a reservation
         # that failed half way, or a create that failed, is let go of here).
         account.js.server_limits.publish()
     # Counted as the response goes out (Go: sendAPIResponse), so INFO does not count itself.
     account.api_total += 1
+    account.publish()
     data = _dumps(response)
     if reply:
         account.js.send(account.name, reply, None, data)

@@ -2,9 +2,10 @@
 
 Theory of operation
 -------------------
-``JetStream`` is created by every worker when the server runs with ``-js``; each runs the
-accounts it owns (natsx.jetstream.shards: a stable hash of the account name), and
-``enable_account``/``disable_account`` of another worker's account do nothing here. It owns
+``JetStream`` is created by every worker when the server runs with ``-js``; each has every
+account with JetStream and runs the streams it owns (natsx.jetstream.shards: a stable hash
+of the account and stream names), the account's home vetting creates and answering the
+account-wide requests. It owns
 
 * the store directory, laid out as Go's: ``<store_dir>/jetstream/<account>/streams/<name>/``
   holding ``meta.inf`` (the stream's config and creation time, JSON), ``msgs/`` (the LMDB
@@ -36,8 +37,9 @@ accounts it owns (natsx.jetstream.shards: a stable hash of the account name), an
   then a proposal to it, and the round's outbox waits, in order, until the raft process has
   applied and synced it (natsx.jetstream.raftlink) while the worker goes on reading;
 * the clients of the other workers: their publishes, acks and pull requests reach this
-  worker's subscriptions through the mesh, and their API requests for the accounts this
-  worker owns are relayed to it with the client's details (natsx.jetstream.relay);
+  worker's subscriptions through the mesh, and their API requests for the streams this
+  worker runs (or the accounts it is home of) are relayed to it with the client's details
+  (natsx.jetstream.relay);
 * a timer wheel (``call_later``/``call_at``) served by one trio task; each expiry runs as a
   batch of its own (``Server.run_batch``), so its output is committed and flushed the same way.
 """
@@ -64,7 +66,7 @@ from natsx.jetstream.errors import ApiError, error
 from natsx.jetstream.events import Events
 from natsx.jetstream.serverlimits import ServerLimits
 from natsx.jetstream.settings import Settings
-from natsx.jetstream.shards import owns
+from natsx.jetstream.shards import is_home, runs_stream, sharded
 from natsx.jetstream.stream import Stream, store_config
 from natsx.jetstream.util import subject_matches, subjects_collide
 from natsx.storage import LmdbStore, MemStore
@@ -217,16 +219,18 @@ class Limits:
             return error("JSInsufficientResourcesErr")
         limit = self.max_memory if storage == "memory" else self.max_storage
         if limit >= 0:
-            # Go's memStoreMsgSize / fileStoreMsgSize.
+            # Go's memStoreMsgSize / fileStoreMsgSize; the account's bytes on every worker.
             size += 16 if storage == "memory" else 30
             used = self.account.usage(storage)
             if used + size > limit:
                 return error("JSAccountResourcesExceededErr")
         return None
 
-    def check_reservation(self, cfg: dict, exclude: str = "") -> None:
+    def check_reservation(self, cfg: dict, exclude: str = "", *, server: bool = True) -> None:
         """Go's checkBytesLimits on stream create/update: the stream's ``max_bytes`` must fit
-        in what the account and the server have not reserved for other streams."""
+        in what the account and the server have not reserved for other streams (the
+        account's streams on every worker; ``server``: also the server's limit, which the
+        worker running the stream reserves)."""
         storage = cfg.get("storage", "file")
         add = cfg.get("max_bytes", -1)
         if add is None or add < 0:
@@ -238,6 +242,8 @@ class Limits:
                 else "JSStorageResourcesExceededErr")
         if limit >= 0 and (mine > limit or add > limit - mine):
             raise error(name)
+        if not server:
+            return
         # The server's limit holds for every worker's streams (natsx.jetstream.serverlimits):
         # on success ``add`` stays reserved until the caller publishes the real figures.
         if not js.server_limits.reserve("reserved", storage,
@@ -250,7 +256,7 @@ class Limits:
 class Account:
     """JetStream state of one account."""
 
-    def __init__(self, js: "JetStream", name: str) -> None:
+    def __init__(self, js: "JetStream", name: str, enabled: bool = True) -> None:
         self.js = js
         self.name = name
         self.dir = os.path.join(js.store_dir, name)
@@ -259,18 +265,76 @@ class Account:
         self.api_total = 0
         self.api_errors = 0
         self.api_subs: list = []
-        self.enabled = True
+        self.enabled = enabled
         self._feeds_by_origin: dict | None = None
+        # With streams spread over the workers (natsx.jetstream.shards): the account's
+        # figures on every worker and, in its home, the catalog of its streams.
+        self.shared = None
+        self.catalog = None
+        if js.sharded and enabled:
+            from natsx.jetstream.accountusage import AccountUsage
+            from natsx.jetstream.catalog import Catalog
 
-    def usage(self, storage: str) -> int:
+            server = js.server
+            self.shared = AccountUsage(self.dir, server.worker_count, server.worker_index)
+            self.catalog = Catalog(self)
+
+    def local_usage(self, storage: str) -> int:
         return sum(s.store.state().bytes for s in self.streams.values()
                    if s.cfg["storage"] == storage)
 
-    def reserved(self, storage: str, exclude: str = "") -> int:
-        """Bytes reserved by the ``max_bytes`` of the account's streams (Go reservedStorage)."""
+    def usage(self, storage: str) -> int:
+        """Bytes the account's streams store (on every worker)."""
+        own = self.local_usage(storage)
+        if self.shared is None:
+            return own
+        return own + self.shared.others(storage)
+
+    def reserved_local(self, storage: str, exclude: str = "") -> int:
+        """Bytes reserved by the ``max_bytes`` of the account's streams in this worker."""
         return sum(s.cfg.get("max_bytes", -1) for n, s in self.streams.items()
                    if n != exclude and s.cfg["storage"] == storage
                    and s.cfg.get("max_bytes", -1) > 0)
+
+    def reserved(self, storage: str, exclude: str = "") -> int:
+        """Bytes reserved by the ``max_bytes`` of the account's streams (Go reservedStorage),
+        on every worker."""
+        if self.catalog is None:
+            return self.reserved_local(storage, exclude)
+        return sum(cfg.get("max_bytes", -1) for n, cfg in self.configs(vetting=True).items()
+                   if n != exclude and cfg.get("storage", "file") == storage
+                   and (cfg.get("max_bytes", -1) or -1) > 0)
+
+    def configs(self, vetting: bool = False) -> dict:
+        """The configs of the account's streams by name, on every worker (``vetting``: with
+        the creates and updates the home approved that have not reached the disk yet)."""
+        if self.catalog is None:
+            return {n: s.cfg for n, s in self.streams.items()}
+        return self.catalog.configs(vetting)
+
+    def figures(self) -> dict:
+        """This worker's figures of the account (natsx.jetstream.accountusage)."""
+        out = {"memory": 0, "file": 0, "streams": len(self.streams), "consumers": 0,
+               "api_total": self.api_total, "api_errors": self.api_errors,
+               "reserved_memory": self.reserved_local("memory"),
+               "reserved_file": self.reserved_local("file")}
+        for s in self.streams.values():
+            out["memory" if s.cfg["storage"] == "memory" else "file"] += s.store.state().bytes
+            out["consumers"] += len(s.consumers)
+        return out
+
+    def totals(self) -> dict:
+        """The account's figures summed over the workers."""
+        mine = self.figures()
+        if self.shared is None:
+            return mine
+        others = self.shared.others_all()
+        return {k: v + others.get(k, 0) for k, v in mine.items()}
+
+    def publish(self) -> None:
+        """Writes this worker's figures of the account for the other workers."""
+        if self.shared is not None:
+            self.shared.write(self.figures())
 
     def stream_dir(self, name: str) -> str:
         return os.path.join(self.dir, "streams", name)
@@ -289,7 +353,7 @@ class Account:
 
     def create_stream(self, cfg: dict, created: int | None = None, *, persist: bool = True) -> Stream:
         if persist:
-            if 0 < self.limits.max_streams <= len(self.streams):
+            if 0 < self.limits.max_streams <= len(self.configs()):
                 raise error("JSMaximumStreamsLimitErr")
             path = self.stream_dir(cfg["name"])
             if os.path.exists(path):
@@ -305,6 +369,7 @@ class Account:
         self.streams[cfg["name"]] = stream
         self.js.used[cfg["storage"]] += store.state().bytes
         self.js.server_limits.publish()
+        self.publish()
         stream.subscribe()
         self.js.subscribe_direct(stream)
         self.js.arm_expiry(stream)
@@ -370,6 +435,7 @@ class Account:
         self.js.server_limits.publish()
         stream.store.delete()
         shutil.rmtree(self.stream_dir(stream.name), ignore_errors=True)
+        self.publish()
 
     # -- consumers -----------------------------------------------------------------------------
 
@@ -429,6 +495,7 @@ class Account:
         consumer.select_start()
         self._write_consumer_meta(consumer)
         consumer.start()
+        self.publish()
         return consumer
 
     def _partition_unique(self, stream: Stream, name: str, filters: list) -> bool:
@@ -490,6 +557,7 @@ class Account:
                           ignore_errors=True)
             stream.check_interest_all()
             self.js.events.consumer_action(self.name, stream.name, name, "delete")
+        self.publish()
         return True
 
     # -- recovery ------------------------------------------------------------------------------
@@ -500,7 +568,10 @@ class Account:
             names = sorted(os.listdir(root))
         except OSError:
             return
+        server = self.js.server
         for sname in names:
+            if not runs_stream(server, self.name, sname):
+                continue    # another worker runs it (natsx.jetstream.shards)
             meta = read_meta(os.path.join(root, sname, "meta.inf"))
             if not meta or "config" not in meta:
                 log.warning("JetStream: skipping stream directory %r without metadata", sname)
@@ -533,6 +604,7 @@ class Account:
                 stream.store.consumer_store(orphan).delete()
             state = stream.store.state()
             log.info("  Restored %d messages for stream '%s > %s'", state.msgs, self.name, sname)
+        self.publish()
 
 
 # ------------------------------------------------------------------------------------- server
@@ -542,6 +614,8 @@ class JetStream:
 
     def __init__(self, server) -> None:
         self.server = server
+        # Streams spread over the workers (natsx.jetstream.shards).
+        self.sharded = sharded(server)
         self.settings = Settings.from_options(server.options)
         self.store_dir = self.settings.store_dir
         self.accounts: dict[str, Account] = {}
@@ -627,14 +701,15 @@ class JetStream:
         Raises ``ApiError`` (10028/10047) when the limits exceed what the server has
         (Go sufficientResources). This is the entry point for accounts created at run time
         (JWT claims: see ``limits_from_jwt``)."""
-        if not owns(self.server, name):
-            return None     # another worker runs this account (natsx.jetstream.shards)
         account = self.accounts.get(name)
         if account is not None:
             account.limits.set(limits)
             self.server_limits.publish()
             return account
-        self._check_sufficient(limits or {})
+        if is_home(self.server, name):
+            # Every worker runs some of the account's streams (natsx.jetstream.shards);
+            # its home holds its limits against the server's.
+            self._check_sufficient(limits or {})
         self._drop_disabled(name)
         account = self.accounts[name] = Account(self, name)
         account.limits.set(limits)
@@ -648,8 +723,6 @@ class JetStream:
     def disable_account(self, name: str) -> None:
         """Account ``name`` has no JetStream: its API requests get error 10039. Streams of an
         account that had JetStream are stopped (their files stay, as in Go)."""
-        if not owns(self.server, name):
-            return
         account = self.accounts.pop(name, None)
         if account is not None:
             for sub in account.api_subs:
@@ -668,9 +741,11 @@ class JetStream:
                 stream.store.stop()
             self.dirty = [s for s in self.dirty if s.account is not account]
             self.server_limits.publish()
+        if account is not None and account.shared is not None:
+            account.shared.write({})
+            account.shared.close()
         if name not in self.disabled:
-            stub = self.disabled[name] = Account(self, name)
-            stub.enabled = False
+            stub = self.disabled[name] = Account(self, name, enabled=False)
             self._subscribe_api(stub)
 
     def _drop_disabled(self, name: str) -> None:
@@ -688,19 +763,22 @@ class JetStream:
         if self.domain:
             # Go's generateJSMappingTable: $JS.<domain>.API.> reaches the local API.
             subjects.append(b"$JS.%s.API.>" % self.domain.encode())
-        if self.server.mesh is None:
+        if not self.sharded:
             for subject in subjects:
                 account.api_subs.append(self.server.internal_subscribe(name, subject, handler))
             return
-        # Other workers relay their clients' requests with the client's details
+        # Each request goes to the worker that answers it, the client's details with it
         # (natsx.jetstream.relay): the API subjects stay local to this worker.
-        from natsx.jetstream import relay
+        from natsx.jetstream import coordinator, relay
 
         client = self.server.internal_client(name)
+        route = relay.router(account)
         for subject in subjects:
-            account.api_subs.append(client.subscribe(subject, handler, local=True))
-        account.api_subs.append(client.subscribe(relay.SUBJECT, relay.receiver(
-            lambda s, r, h, p, pub, a=account: api.dispatch(a, s, r, h, p, pub))))
+            account.api_subs.append(client.subscribe(subject, route, local=True))
+        account.api_subs.append(client.subscribe(relay.inbox(self.server.worker_index),
+                                                 relay.receiver(account)))
+        if account.enabled:
+            account.api_subs.extend(coordinator.subscribe(account))
 
     def _check_sufficient(self, limits: dict) -> None:
         """Go's sufficientResources: the account's limits must fit beside the streams'
@@ -715,7 +793,8 @@ class JetStream:
             if add <= 0:
                 continue
             smax = self.settings.max_memory if storage == "memory" else self.settings.max_store
-            own = sum(max(getattr(a.limits, key), 0) for a in self.accounts.values())
+            own = sum(max(getattr(a.limits, key), 0) for a in self.accounts.values()
+                      if is_home(self.server, a.name))
             if sl.total("reserved", storage) + add > smax or \
                     not sl.reserve("account", storage, own, add):
                 sl.publish()    # lets go of the memory reservation made just before
@@ -723,7 +802,7 @@ class JetStream:
 
     def reserved(self, storage: str, account: str = "", exclude: str = "") -> int:
         """Bytes reserved by streams' ``max_bytes`` on this server (one stream excluded)."""
-        return sum(a.reserved(storage, exclude if a.name == account else "")
+        return sum(a.reserved_local(storage, exclude if a.name == account else "")
                    for a in self.accounts.values())
 
     def limits_exceeded(self, storage: str) -> bool:
@@ -796,6 +875,10 @@ class JetStream:
                 # Nothing of this batch may be acknowledged if it did not reach the disk.
                 log.exception("JetStream: commit of stream %r failed", stream.name)
                 self.outbox = [m for m in self.outbox if not _is_pub_ack_for(m, stream)]
+        if self.sharded:
+            # The account figures the other workers check their publishes against.
+            for account in {id(s.account): s.account for s in dirty}.values():
+                account.publish()
         outbox, self.outbox = self.outbox, []
         if self.raft is not None and self.raft.hold(dirty, outbox):
             return

@@ -1,29 +1,32 @@
-"""JetStream API requests of a worker's clients, relayed to the worker that owns the account.
+"""JetStream API requests routed to the worker that answers them, with the client's details.
 
 Theory of operation
 -------------------
-Each account's JetStream runs in one worker, its owner (natsx.jetstream.shards). Publishes to
-stream subjects, acks and pull requests reach the owner through the mesh like any message,
-because its subscriptions are announced to every worker. API requests are different: the API
-answers need the requesting client (the audit advisory's ``client``, Go's
-``Nats-Request-Info``), which a message crossing the mesh does not carry. So with several
-workers
+Each stream runs in one worker, its owner, and each account has a home that answers or vets
+its account-wide requests (natsx.jetstream.shards). Publishes to stream subjects, acks,
+pull requests and direct gets reach the owner through the mesh like any message, because
+its subscriptions are announced to every worker. API requests are different: the answers
+need the requesting client (the audit advisory's ``client``, Go's ``Nats-Request-Info``),
+which a message crossing the mesh does not carry. So with several workers
 
-* the owner subscribes the account's API subjects *locally* (not announced) and announces one
-  relay subject in the account, ``$NATSX.JSAPI.>``, accepting on it only what a peer worker
-  sent;
-* every other worker, once that interest reaches it (a mesh sub hook, or the interest it
-  already had when it started), subscribes the API subjects locally in that account; its
-  handler republishes each request to ``$NATSX.JSAPI.<subject>`` with the same reply and a
-  ``Natsx-Relay-Client`` header describing the client (JSON), which the owner removes before
-  answering as if the client were its own. The answer goes straight to the reply subject.
+* every worker subscribes the API subjects of every account *locally* (not announced), and
+  one relay subject per account, ``$NATSX.JSAPI.<its index>.>``, announced, accepting on it
+  only what a peer worker sent;
+* ``route`` sends a request to its target (``shards.target``): the stream's owner for a
+  request naming a stream, the account's home for INFO, STREAM.NAMES, LIST, CREATE and
+  UPDATE. When the target is another worker the request is republished to
+  ``$NATSX.JSAPI.<target>.<subject>`` with the same reply and a ``Natsx-Relay-Client``
+  header describing the client (JSON), which the target removes before answering as if
+  the client were its own. The answer goes straight to the reply subject. The header also
+  says the *stage*: a home that vetted a CREATE or UPDATE passes it on to the stream's
+  owner with stage ``owner``, which runs it without routing it again.
   The header carries ``SECRET``, drawn in the supervisor before it forks (every worker has
   the same): a client publishing to the relay subject itself is ignored. (A client allowed
   to subscribe to ``$NATSX.>`` in the account could read it, and then forge only the
   ``client`` of audit advisories.)
 
-A request relayed while the owner restarts finds no interest: the relay answers it with the
-``503`` status the core gives a request nobody receives (to clients that asked for
+A request relayed to a worker that is restarting finds no interest: the relay answers it
+with the ``503`` status the core gives a request nobody receives (to clients that asked for
 ``no_responders``), so the client fails at once rather than timing out. A request is relayed
 after the read batch that carried it, so a publish sent in the same batch as an earlier API
 request may reach the owner first; clients wait for API answers before publishing, so none
@@ -38,11 +41,15 @@ import os
 log = logging.getLogger("natsx")
 
 PREFIX = b"$NATSX.JSAPI."
-SUBJECT = PREFIX + b">"
 HEADER = b"Natsx-Relay-Client"
 _CONN_FIELDS = ("start", "ip", "cid", "user", "name", "lang", "version", "rtt")
 #: Drawn at import: the supervisor imports this module before forking (arbiter.py).
 SECRET = os.urandom(16).hex()
+
+
+def inbox(worker: int) -> bytes:
+    """The relay subject of ``worker``."""
+    return PREFIX + b"%d.>" % worker
 
 
 def api_subjects(domain: str) -> list:
@@ -54,7 +61,7 @@ def api_subjects(domain: str) -> list:
     return subjects
 
 
-# ------------------------------------------------------------------------ the owner: receiving
+# ------------------------------------------------------------------------ receiving
 
 class _RelayedConn:
     """The requesting client as ``api.client_info`` reads a connection."""
@@ -69,6 +76,7 @@ class _RelayedConn:
 class _RelayedPublisher:
     def __init__(self, fields: dict) -> None:
         self.conn = _RelayedConn(fields)
+        self.no_responders = bool(fields.get("nr"))
 
 
 def split_header(hdr: bytes | None) -> tuple:
@@ -85,6 +93,8 @@ def split_header(hdr: bytes | None) -> tuple:
                 fields = json.loads(value.strip())
             except ValueError:
                 fields = {}
+            if not isinstance(fields, dict):
+                fields = {}
         else:
             kept.append(line)
     rest = b"\r\n".join(kept)
@@ -93,72 +103,96 @@ def split_header(hdr: bytes | None) -> tuple:
     return rest, fields
 
 
-def receiver(dispatch):
-    """The owner's handler of ``$NATSX.JSAPI.>``: ``dispatch(subject, reply, hdr, payload,
-    publisher)`` is the API's."""
+def receiver(account):
+    """The handler of ``account``'s relay subject in this worker."""
+    skip = len(PREFIX) + len(b"%d." % account.js.server.worker_index)
+
     def handler(subject, reply, hdr, payload, pub):
         if not getattr(pub, "peer", False):
             return          # only another worker may relay (clients cannot forge a client)
         hdr, fields = split_header(hdr)
         if fields.pop("secret", None) != SECRET:
             return
-        dispatch(subject[len(PREFIX):], reply, hdr, payload, _RelayedPublisher(fields))
+        stage = fields.get("stage")
+        route(account, subject[skip:], reply, hdr, payload, _RelayedPublisher(fields),
+              stage=stage if stage in ("home", "owner") else "owner")
     return handler
 
 
-# ------------------------------------------------------------------------ the other workers: relaying
+# ------------------------------------------------------------------------ routing
 
-class Relay:
-    """The relay of the accounts whose JetStream another worker runs."""
+def router(account):
+    """The handler of ``account``'s API subjects in this worker (its clients' requests)."""
+    def handler(subject, reply, hdr, payload, pub):
+        route(account, subject, reply, hdr, payload, pub)
+    return handler
 
-    def __init__(self, server) -> None:
-        from natsx.jetstream.settings import Settings
 
-        self.server = server
-        self.domain = Settings.from_options(server.options).domain
-        self.accounts: dict[bytes, list] = {}
+def _api_tokens(account, subject: bytes):
+    """The request's ``$JS.API`` tokens (a ``$JS.<domain>.API`` subject mapped), or None."""
+    tokens = subject.decode("utf-8", "surrogateescape").split(".")
+    if len(tokens) > 3 and tokens[1] != "API" and tokens[2] == "API":
+        if tokens[1] != account.js.domain:
+            return None
+        tokens = [tokens[0]] + tokens[2:]
+    return tokens
 
-    def start(self) -> None:
-        self.server.sub_hooks.append(self.on_sub)
-        mesh = self.server.mesh
-        for link in (mesh.links.values() if mesh is not None else ()):
-            for (account, subject, _queue) in list(link.remote):
-                if subject == SUBJECT:
-                    self.enable(account)
 
-    def on_sub(self, account: bytes, sub) -> None:
-        if sub.subject == SUBJECT and getattr(sub.client, "peer", False):
-            self.enable(account)
+def route(account, subject: bytes, reply, hdr, payload, pub, stage=None) -> None:
+    """Answers a request here or relays it to its target (see the module docstring);
+    ``stage``: None for a request of this worker's client, else what the sender asked."""
+    from natsx.jetstream import api, shards
 
-    def enable(self, account: bytes) -> None:
-        if account in self.accounts:
+    if stage == "owner" or not account.enabled:
+        api.dispatch(account, subject, reply, hdr, payload, pub)
+        return
+    tokens = _api_tokens(account, subject)
+    target = None
+    if tokens is not None and api._handler(tokens) is not None:
+        server = account.js.server
+        target = shards.target(account.name, tokens, server.worker_count)
+    if target is None:
+        api.dispatch(account, subject, reply, hdr, payload, pub)
+        return
+    kind, worker = target
+    me = server.worker_index
+    if worker != me:
+        forward(account, worker, kind, subject, reply, hdr, payload, pub)
+        return
+    if kind == "home" and tuple(tokens[2:4]) in (("STREAM", "CREATE"), ("STREAM", "UPDATE")):
+        # The home vets it against the account's streams on every worker, then its owner
+        # runs it.
+        if not api.dispatch(account, subject, reply, hdr, payload, pub, vet=True):
             return
-        server = self.server
-
-        def handler(subject, reply, hdr, payload, pub, acc=account):
-            self.relay(acc, subject, reply, hdr, payload, pub)
-        self.accounts[account] = [
-            server.internal_client(account).subscribe(subject, handler, local=True)
-            for subject in api_subjects(self.domain)]
-
-    def relay(self, account: bytes, subject: bytes, reply, hdr, payload: bytes, pub) -> None:
-        client = self.server.internal_client(account)
-        target = PREFIX + subject
-        conn = getattr(pub, "conn", None)
-        if not client.has_interest(target):
-            # The owner is restarting: what the core answers a request nobody receives.
-            if reply and getattr(pub, "no_responders", False):
-                client.publish(reply, None, b"NATS/1.0 503\r\nNats-Subject: %s\r\n\r\n"
-                               % subject, b"")
+        owner = shards.stream_owner(account.name, tokens[4], server.worker_count)
+        if owner != me:
+            forward(account, owner, "owner", subject, reply, hdr, payload, pub)
             return
-        fields: dict = {"secret": SECRET}
-        for key in _CONN_FIELDS:
-            value = getattr(conn, key, None)
-            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-                fields[key] = value
-        line = HEADER + b": " + json.dumps(fields, separators=(",", ":")).encode() + b"\r\n"
-        if hdr:
-            hdr = hdr[:-2] + line + b"\r\n" if hdr.endswith(b"\r\n\r\n") else hdr
-        else:
-            hdr = b"NATS/1.0\r\n" + line + b"\r\n"
-        client.publish(target, reply, hdr, payload)
+    api.dispatch(account, subject, reply, hdr, payload, pub)
+
+
+def forward(account, worker: int, stage: str, subject: bytes, reply, hdr, payload,
+            pub) -> None:
+    """Relays a request to ``worker`` with the client's details."""
+    client = account.js.server.internal_client(account.name)
+    target = PREFIX + b"%d." % worker + subject
+    if not client.has_interest(target):
+        # The worker is restarting: what the core answers a request nobody receives.
+        if reply and getattr(pub, "no_responders", False):
+            client.publish(reply, None, b"NATS/1.0 503\r\nNats-Subject: %s\r\n\r\n"
+                           % subject, b"")
+        return
+    conn = getattr(pub, "conn", None)
+    fields: dict = {"secret": SECRET, "stage": stage}
+    if getattr(pub, "no_responders", False):
+        fields["nr"] = 1
+    for key in _CONN_FIELDS:
+        value = getattr(conn, key, None)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            fields[key] = value
+    line = HEADER + b": " + json.dumps(fields, separators=(",", ":")).encode() + b"\r\n"
+    if hdr:
+        hdr = hdr[:-2] + line + b"\r\n" if hdr.endswith(b"\r\n\r\n") else hdr
+    else:
+        hdr = b"NATS/1.0\r\n" + line + b"\r\n"
+    client.publish(target, reply, hdr, payload)

@@ -7,7 +7,7 @@ bytes its streams store (``js.memUsed``/``js.storeUsed``: a publish past the lim
 10023), the bytes its streams' ``max_bytes`` reserve (``js.memReserved``: a stream create or
 update that does not fit gets 10028/10047) and, on enabling an account, the accounts'
 own ``max_memory``/``max_storage`` (sufficientResources, the same errors). With workers each
-owning a shard of the accounts (natsx.jetstream.shards), every one of these is a sum over
+running a share of the streams (natsx.jetstream.shards), every one of these is a sum over
 the workers, so each worker publishes its own figures in its slot of the supervisor's
 shared table (natsx.server.mesh.PeerTable, ``JS_FIELDS``) and checks the sum:
 
@@ -25,6 +25,8 @@ shared table (natsx.server.mesh.PeerTable, ``JS_FIELDS``) and checks the sum:
 Without a shared table (a worker run on its own) the figures are the worker's alone.
 """
 from __future__ import annotations
+
+from natsx.jetstream.shards import is_home
 
 
 def _field(kind: str, storage: str) -> str:
@@ -77,7 +79,9 @@ class ServerLimits:
 
     def _own_accounts(self, storage: str) -> int:
         key = "max_memory" if storage == "memory" else "max_storage"
-        return sum(max(getattr(a.limits, key), 0) for a in self.js.accounts.values())
+        # An account's limits are held once, by its home (natsx.jetstream.shards).
+        return sum(max(getattr(a.limits, key), 0) for a in self.js.accounts.values()
+                   if is_home(self.js.server, a.name))
 
     def publish(self) -> None:
         """Writes this worker's reservations (streams' ``max_bytes``, accounts' limits)."""

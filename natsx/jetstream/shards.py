@@ -1,53 +1,119 @@
-"""Which worker runs the JetStream of an account: the placement of JetStream shards.
+"""Which worker runs a stream, and which one coordinates an account: JetStream placement.
 
 Theory of operation
 -------------------
-Every worker of a server started with ``-js`` runs a ``JetStream`` (natsx.jetstream.manager),
-and each account with JetStream is owned by exactly one of them: ``owner(account, workers)``,
-a stable hash of the account name (CRC-32) modulo the number of workers. The owner opens the
-account's streams and consumers (from its store directory, through the raft process), answers
-its API requests, captures its publishes and serves its consumers; its shard is the set of
-accounts it owns. The hash needs no stored placement: a restarted worker, or a whole server
-restarted with the same ``--workers``, finds its accounts again; a server restarted with a
-different worker count simply opens each account in its new owner (the files are the same).
+Every worker of a server started with ``-js`` runs a ``JetStream`` (natsx.jetstream.manager)
+with every account that has JetStream enabled, and each *stream* is owned by exactly one
+worker: ``stream_owner(account, stream, workers)``, a stable hash (CRC-32) of the account
+and stream names modulo the number of workers. The owner opens the stream and its
+consumers (from the store directory, through the raft process), captures its publishes,
+serves its consumers, acks, pulls and direct gets, and answers every API request that names
+the stream (``$JS.API.STREAM.<op>.<stream>``, ``$JS.API.CONSUMER.<op>.<stream>...``). One
+busy account's streams therefore spread over the cores. The hash needs no stored
+placement: a restarted worker finds its streams again, the other workers' streams are not
+touched; a server restarted with another worker count opens each stream in its new owner
+(the files are the same).
 
-The unit is the account, not the stream, because everything that spans streams stays inside
-an account: subject overlap between streams, the account's limits (``max_streams``,
-``max_storage``...), ``$JS.API.INFO``, ``STREAM.NAMES``/``LIST`` with their paging, and
-mirrors and sources (which read their origin's store directly, natsx.jetstream.sourcing). An
-owner therefore answers every request of the account on its own, with Go's exact answers,
-and no request needs a coordinator or a merge. (Spreading one account's streams over
-several workers needs those: gathering account-wide answers, serialising creates, sourcing
-over the API; it is not done.)
+What spans the streams of an account has one coordinator, the account's *home*:
+``home(account, workers)``, a hash of the account name alone. The home answers
+``$JS.API.INFO``, ``STREAM.NAMES`` and ``STREAM.LIST`` (with Go's paging, offset and subject
+filter) and vets ``STREAM.CREATE`` and ``STREAM.UPDATE`` before the owner runs them:
+subject overlap with the account's other streams (10065), ``max_streams``, and the
+``max_bytes`` reservations against ``max_memory``/``max_storage``. It reads the account's
+stream catalog from the store directory, where every owner writes a stream's ``meta.inf``
+(durably) before it answers the create, update or delete; creates the home approved whose
+``meta.inf`` has not appeared yet are held in the catalog too (natsx.jetstream.catalog),
+so two racing creates cannot both pass. The account's figures (bytes stored, streams,
+consumers, API counters) are summed from a small shared file each worker writes its slot
+of (natsx.jetstream.accountusage), so the account limits checked on each publish and the
+INFO answer are account-wide. ``STREAM.LIST`` needs every listed stream's state: the home
+asks the owners (natsx.jetstream.coordinator) and merges their answers.
 
-How the other workers reach the owner: the owner's subscriptions on the account's stream
-subjects, ``$JS.ACK``, pull and direct-get subjects are announced to every worker, so their
-clients' publishes, acks and pulls arrive over the rings; API requests are relayed with the
-requesting client's details (natsx.jetstream.relay), each worker relaying an account's
-requests once the owner's relay interest in that account has reached it. While the owner
-restarts the relay finds no interest and answers the request itself with a ``503`` status
-(no responders), which clients report at once instead of timing out; publishes to the
-account's streams meet no interest either and get the same status from the core.
+How requests travel is natsx.jetstream.relay: each worker answers its own clients' requests
+when it is the target, and relays the others to the target worker with the client's details.
+While a worker restarts, the requests for its streams, and the account-wide requests of the
+accounts it is home of, get a ``503`` (no responders); the other streams go on. Mirrors and
+sources read an origin another worker runs from its store (natsx.jetstream.sourcing).
 
-The server-wide limits (``max_memory_store``, ``max_file_store``) are checked on the sum of
-every worker's figures, which each publishes in the supervisor's shared table
-(natsx.jetstream.serverlimits); the account limits are exact, as each account is whole in
-one worker.
+Limits of the scheme: a memory stream cannot be mirrored or sourced from another worker
+(its messages live in its owner's memory); ``STREAM.RESTORE`` checks overlap and
+``max_streams`` against the catalog at the owner, without the home's serialisation; an
+account's limits are held against the server's (Go's sufficientResources) by its home
+alone, so limits the server cannot hold leave the home answering 10039 while the other
+workers have the account enabled.
 """
 from __future__ import annotations
 
 import zlib
 
+#: The API requests answered (INFO, NAMES, LIST) or vetted (CREATE, UPDATE) by the home.
+HOME_REQUESTS = {("INFO",), ("STREAM", "NAMES"), ("STREAM", "LIST"),
+                 ("STREAM", "CREATE"), ("STREAM", "UPDATE")}
 
-def owner(account: str, workers: int) -> int:
-    """The index of the worker that runs ``account``'s JetStream."""
+
+def home(account: str, workers: int) -> int:
+    """The index of the worker that coordinates ``account``'s JetStream."""
     if workers <= 1:
         return 0
     return zlib.crc32(account.encode("utf-8", "surrogateescape")) % workers
 
 
-def owns(server, account: str) -> bool:
-    """Whether ``server`` (a worker) runs the JetStream of ``account``."""
-    if server.mesh is None:
+#: The name the account-sharding code used; the home is the same hash.
+owner = home
+
+
+def stream_owner(account: str, stream: str, workers: int) -> int:
+    """The index of the worker that runs stream ``stream`` of ``account``."""
+    if workers <= 1:
+        return 0
+    key = account.encode("utf-8", "surrogateescape") + b"\0" + \
+        stream.encode("utf-8", "surrogateescape")
+    return zlib.crc32(key) % workers
+
+
+def sharded(server) -> bool:
+    """Whether ``server``'s JetStream is spread over several workers."""
+    return server.mesh is not None and server.worker_count > 1
+
+
+def is_home(server, account: str) -> bool:
+    """Whether ``server`` (a worker) coordinates ``account``."""
+    if not sharded(server):
         return True
-    return owner(account, server.worker_count) == server.worker_index
+    return home(account, server.worker_count) == server.worker_index
+
+
+#: Kept for the callers that ask which worker holds an account's account-wide state.
+owns = is_home
+
+
+def runs_stream(server, account: str, stream: str) -> bool:
+    """Whether ``server`` (a worker) runs stream ``stream`` of ``account``."""
+    if not sharded(server):
+        return True
+    return stream_owner(account, stream, server.worker_count) == server.worker_index
+
+
+def target(account: str, tokens: list, workers: int):
+    """The worker a request with subject ``tokens`` (``$JS.API...`` split on dots) goes
+    to: ``("home", index)`` for the account-wide ones, ``("owner", index)`` for those
+    naming a stream, None for what any worker answers (unknown subjects)."""
+    if len(tokens) < 3:
+        return None
+    key = tuple(tokens[2:4]) if len(tokens) > 3 else (tokens[2],)
+    if key in HOME_REQUESTS or (len(tokens) == 3 and key == ("INFO",)):
+        return "home", home(account, workers)
+    name = None
+    if tokens[2] == "STREAM":
+        if len(tokens) > 5 and tokens[3] in ("MSG", "LEADER", "PEER"):
+            name = tokens[5]
+        elif len(tokens) > 4:
+            name = tokens[4]
+    elif tokens[2] == "CONSUMER":
+        if len(tokens) > 5 and tokens[3] in ("DURABLE", "LEADER"):
+            name = tokens[5]
+        elif len(tokens) > 4:
+            name = tokens[4]
+    if not name:
+        return None
+    return "owner", stream_owner(account, name, workers)

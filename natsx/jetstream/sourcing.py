@@ -13,6 +13,13 @@ signals its feeds when it stores a message; a feed then runs in the batch like a
 after the last origin sequence found in the target (the mirror's last sequence, or the
 newest ``Nats-Stream-Source`` header for that origin). Sources in other domains or accounts
 (``external``) are not supported.
+
+With streams spread over the workers (natsx.jetstream.shards) the origin may run in another
+worker. A file origin is then read from its environment directly (``LmdbReader``: read
+transactions beside the raft process writing it, so only what was applied and acknowledged
+is copied), and since the origin's stores do not signal this worker the feed polls it every
+``POLL`` seconds. A memory origin in another worker cannot be read from here: such a feed
+copies nothing (a known limit of the placement; Go would source it over the network).
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ from typing import TYPE_CHECKING
 from natsx.jetstream.util import (SubjectTransform, add_headers, get_header, parse_rfc3339,
                                   subject_matches)
 from natsx.storage import ErrSequenceMismatch, StoreError
+from natsx.storage.lmdbstore import LmdbReader
 
 if TYPE_CHECKING:
     from natsx.jetstream.stream import Stream
@@ -30,6 +38,68 @@ if TYPE_CHECKING:
 log = logging.getLogger("natsx")
 
 BATCH = 4096    # messages copied per batch before yielding to the next one
+POLL = 0.05     # seconds between reads of an origin run by another worker
+
+
+class _RemoteOrigin:
+    """A file stream another worker runs, as a feed reads it. LMDB allows one open of an
+    environment per process, so the feeds of a worker share one per origin (``_readers``),
+    reopened when the origin was deleted and created again."""
+
+    def __init__(self, path: str, created) -> None:
+        self.path = path
+        self.created = created
+        self.store = _Reader(path)
+
+    def renew(self, created) -> None:
+        if created != self.created:
+            self.store.close()
+            self.store = _Reader(self.path)
+            self.created = created
+
+
+_readers: dict = {}
+
+
+class _Reader(LmdbReader):
+    """``LmdbReader`` with the one more read a feed makes on its origin."""
+
+    def get_seq_from_time(self, ts_ns: int) -> int:
+        """The first sequence stored at or after ``ts_ns``; ``last_seq + 1`` if none (the
+        store's answer, found by scanning: a feed asks once, when it starts)."""
+        seq = 0
+        while True:
+            try:
+                sm, seq = self.load_next_msg("", start=seq + 1)
+            except StoreError:
+                return self.state().last_seq + 1
+            if sm.ts >= ts_ns:
+                return seq
+
+
+def _remote_origin(target: "Stream", name: str):
+    """The origin ``name`` when another worker runs it and it is a file stream."""
+    import os
+
+    from natsx.jetstream.manager import read_meta
+
+    account = target.account
+    if account.catalog is None:
+        return None
+    meta = read_meta(os.path.join(account.stream_dir(name), "meta.inf"))
+    if not meta or (meta.get("config") or {}).get("storage", "file") != "file":
+        return None
+    path = os.path.join(account.stream_dir(name), "msgs")
+    try:
+        origin = _readers.get(path)
+        if origin is None:
+            origin = _readers[path] = _RemoteOrigin(path, meta.get("created"))
+        else:
+            origin.renew(meta.get("created"))
+        return origin
+    except Exception as exc:
+        log.debug("JetStream: cannot read origin %r yet: %s", name, exc)
+        return None
 
 
 def iname(spec: dict) -> str:
@@ -63,6 +133,8 @@ class Feed:
         self.signaled = False
         self.closed = False
         self.last_active = 0
+        self.remote = None          # the origin's reader when another worker runs it
+        self.poll_timer = None
 
     # ------------------------------------------------------------------ position
 
@@ -117,7 +189,7 @@ class Feed:
         target = self.target
         if self.closed or target.closed:
             return
-        origin = target.account.streams.get(self.origin)
+        origin = self._origin()
         if origin is None:
             return
         if not self.next_seq:
@@ -146,6 +218,29 @@ class Feed:
             self.last_active = time.time_ns()
         if copied >= BATCH:
             self.signal()
+        elif isinstance(origin, _RemoteOrigin):
+            self._poll()
+
+    def _origin(self):
+        """The origin stream, or a reader of it when another worker runs it."""
+        local = self.target.account.streams.get(self.origin)
+        if local is not None:
+            self.remote = None
+            return local
+        if self.remote is None:
+            self.remote = _remote_origin(self.target, self.origin)
+            if self.remote is None:
+                self._poll()    # not created yet, or another worker is restarting
+        return self.remote
+
+    def _poll(self) -> None:
+        if self.poll_timer is None and not self.closed and \
+                self.target.account.catalog is not None:
+            def fire():
+                self.poll_timer = None
+                if not self.closed and not self.target.closed:
+                    self.signal()
+            self.poll_timer = self.target.js.call_later(POLL, fire)
 
     def _store_mirrored(self, sm) -> None:
         target = self.target
@@ -167,7 +262,7 @@ class Feed:
     # ------------------------------------------------------------------ info
 
     def info(self) -> dict:
-        origin = self.target.account.streams.get(self.origin)
+        origin = self.target.account.streams.get(self.origin) or self.remote
         lag = 0
         if origin is not None and self.next_seq:
             lag = max(origin.store.state().last_seq - self.next_seq + 1, 0)

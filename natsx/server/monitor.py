@@ -235,9 +235,13 @@ def jsz_part(server, request: dict) -> dict:
             else:
                 storage += state.bytes
                 mine["storage"] += state.bytes
-    # "owned": the accounts whose JetStream this worker runs (natsx.jetstream.shards).
+    # "owned": this worker's share of each account (natsx.jetstream.shards: the streams it
+    # runs, the API requests it answered); each account is counted by its home.
+    from natsx.jetstream.shards import is_home
+
+    homes = sum(1 for name in js.accounts if is_home(server, name))
     return {"enabled": True, "worker": server.worker_index, "owned": owned, "stats": {
-        "memory": memory, "storage": storage, "accounts": len(js.accounts),
+        "memory": memory, "storage": storage, "accounts": homes,
         "reserved_memory": js.reserved("memory"), "reserved_storage": js.reserved("file"),
         "api": {"total": total, "errors": errors}, "streams": streams,
         "consumers": consumers, "messages": messages, "bytes": nbytes},

@@ -293,21 +293,18 @@ class Operator:
 
     def _jetstream_claims(self, jacc: JwtAccount, removed: bool = False) -> None:
         """The account's JetStream limits from its JWT (Go: updateAccountClaimsWithRefresh
-        enables, updates or disables JetStream for the account). An account's JetStream
-        runs in its owner worker (natsx.jetstream.shards): another worker that loads the
-        account tells the others, so the owner loads the claims too."""
+        enables, updates or disables JetStream for the account). An account's streams
+        are spread over the workers (natsx.jetstream.shards): a worker that loads the
+        account tells the others, so every worker loads the claims too."""
         server = self.server
         js = server.jetstream
         if js is None:
             return
         if server.worker_count > 1 and not removed:
-            from natsx.jetstream.shards import owns
             from natsx.server.system import WORKERS_ACCOUNT
 
-            if not owns(server, jacc.name):
-                server.internal_publish(WORKERS_ACCOUNT, JWT_LOADED, None, None,
-                                        jacc.name.encode())
-                return
+            server.internal_publish(WORKERS_ACCOUNT, JWT_LOADED, None, None,
+                                    jacc.name.encode())
         from natsx.jetstream.errors import ApiError
         from natsx.jetstream.manager import limits_from_jwt
 
@@ -348,12 +345,8 @@ class Operator:
                                              jacc.name.encode())
 
     def _on_loaded(self, subject, reply, headers, payload, publisher) -> None:
-        """A peer loaded an account: its owner loads it too, for its JetStream limits."""
-        from natsx.jetstream.shards import owns
-
+        """A peer loaded an account: this worker loads it too, for its JetStream."""
         name = payload.decode("utf-8", "replace")
-        if not owns(self.server, name):
-            return
         jacc = self.accounts.get(name)
         if jacc is not None and jacc.claims is not None:
             return
@@ -698,7 +691,7 @@ class Operator:
         if self.server.worker_count > 1 and self.server.options.jetstream:
             from natsx.server.system import WORKERS_ACCOUNT
 
-            # Every worker owns some accounts' JetStream (natsx.jetstream.shards).
+            # Every worker runs some of every account's streams (natsx.jetstream.shards).
             self.server.internal_subscribe(WORKERS_ACCOUNT, JWT_LOADED, self._on_loaded)
             self.server.sub_hooks.append(self._on_peer_sub)
         for jacc in self.accounts.values():

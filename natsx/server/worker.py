@@ -298,8 +298,8 @@ class Server:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             if self.options.jetstream:
-                # Every worker runs the JetStream of the accounts it owns
-                # (natsx.jetstream.shards) and relays the requests of the others.
+                # Every worker runs the streams it owns (natsx.jetstream.shards) and
+                # relays the requests for the others (natsx.jetstream.relay).
                 from natsx.jetstream import JetStream
 
                 self.jetstream = JetStream(self)
@@ -309,10 +309,6 @@ class Server:
             if self.system is not None:
                 self.system.start(nursery)
             if self.options.jetstream and self.mesh is not None:
-                from natsx.jetstream.relay import Relay
-
-                self.js_relay = Relay(self)
-                self.js_relay.start()
                 await self._await_jetstream()
             nursery.start_soon(self._accept_loop)
             if self.ws_listener is not None:
@@ -324,22 +320,21 @@ class Server:
             nursery.cancel_scope.cancel()
 
     async def _await_jetstream(self, timeout: float = 10.0) -> None:
-        """Each account's JetStream runs in one worker and serves the clients of every worker
-        through the mesh: a worker accepts clients once the API interest of the configured
-        accounts that other workers own has reached it, so a client's first request finds a
-        responder, as it would on a server that started JetStream before listening.
-        Connections wait in the backlog meanwhile. (Accounts created at run time, JWT ones,
-        are relayed as soon as their owner's interest arrives.)"""
-        from natsx.jetstream.shards import owner
-
+        """Each stream runs in one worker and serves the clients of every worker through the
+        mesh (natsx.jetstream.shards): a worker accepts clients once the relay interest of
+        every other worker in the configured accounts has reached it, so a client's first
+        request finds a responder, as it would on a server that started JetStream before
+        listening. Connections wait in the backlog meanwhile. (Accounts created at run
+        time, JWT ones, are relayed as soon as the other workers have loaded them.)"""
         o = self.options
         system = system_account_name(o)
         names = ["$G"] + [n for n in (o.accounts or ()) if n != system]
-        waits = [self.accounts[n].sublist for n in names
-                 if n in self.accounts and owner(n, self.worker_count) != self.worker_index]
+        waits = [(self.accounts[n].sublist, b"$NATSX.JSAPI.%d.INFO" % w)
+                 for n in names if n in self.accounts
+                 for w in range(self.worker_count) if w != self.worker_index]
         with trio.move_on_after(timeout):
-            for sublist in waits:
-                while not sublist.match(b"$NATSX.JSAPI.INFO").psubs:
+            for sublist, subject in waits:
+                while not sublist.match(subject).psubs:
                     await trio.sleep(0.01)
             return
         log.warning("JetStream did not answer within %.0fs; accepting clients anyway", timeout)
