@@ -8,7 +8,8 @@ messages to know them: each stream's owner writes its config durably to the stor
 (``<account>/streams/<name>/meta.inf``, natsx.jetstream.manager) *before* it answers a
 create or an update, and removes the directory before it answers a delete, so the directory
 is the account's catalog as clients have seen it. ``configs`` reads it, the streams this
-worker runs coming from memory.
+worker runs coming from memory; a ``meta.inf`` is parsed again only when its modification
+time or size changed (the owner replaces it whole, by a rename).
 
 A create or update the home approved and passed to the owner is not on disk until the
 owner has run it: ``hold`` keeps its config for the vetting of the next requests until the
@@ -28,6 +29,7 @@ class Catalog:
     def __init__(self, account) -> None:
         self.account = account
         self.held: dict = {}    # name -> (config, deadline)
+        self._parsed: dict = {}  # name -> ((mtime_ns, size, inode), config)
 
     def _disk(self) -> dict:
         from natsx.jetstream.manager import read_meta
@@ -39,14 +41,29 @@ class Catalog:
         except OSError:
             names = []
         out = {}
+        parsed, seen = self._parsed, {}
         for name in names:
             stream = account.streams.get(name)
             if stream is not None:
                 out[name] = stream.cfg
                 continue
-            meta = read_meta(os.path.join(root, name, "meta.inf"))
-            if meta and isinstance(meta.get("config"), dict):
-                out[name] = meta["config"]
+            path = os.path.join(root, name, "meta.inf")
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            key = (st.st_mtime_ns, st.st_size, st.st_ino)
+            known = parsed.get(name)
+            if known is not None and known[0] == key:
+                cfg = known[1]
+            else:
+                meta = read_meta(path)
+                cfg = meta.get("config") if isinstance(meta, dict) else None
+                if not isinstance(cfg, dict):
+                    continue
+            seen[name] = (key, cfg)
+            out[name] = cfg
+        self._parsed = seen
         for name, stream in account.streams.items():
             out.setdefault(name, stream.cfg)
         return out
