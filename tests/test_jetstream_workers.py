@@ -223,8 +223,9 @@ def test_worker_0_restart_seen_from_another_worker(tmp_path):
             nc = await connect_on(srv, 1, connect_timeout=10)
             js = nc.jetstream()
             # A stream worker 0 runs (natsx.jetstream.shards).
-            assert stream_owner("$G", "R4", WORKERS) == 0
-            await js.add_stream(name="R4", subjects=["r0"])
+            r0 = next(n for n in (f"R{i}" for i in range(40))
+                      if stream_owner("$G", n, WORKERS) == 0)
+            await js.add_stream(name=r0, subjects=["r0"])
             await js.publish("r0", b"before")
             pids = [int(p) for p in re.findall(
                 r"\[(\d+)\] \S+ \S+ \[INF\] Starting JetStream", srv.log())]
@@ -241,7 +242,7 @@ def test_worker_0_restart_seen_from_another_worker(tmp_path):
             else:
                 raise AssertionError("worker 0 did not come back:\n" + srv.log())
             assert ack.seq == 2
-            assert (await js.stream_info("R4")).state.messages == 2
+            assert (await js.stream_info(r0)).state.messages == 2
             await nc.close()
         run(main())
         assert srv.log().count("Starting JetStream") == 2
@@ -526,6 +527,21 @@ def test_account_limits_reserve_across_workers(start_natsx, tmp_path):
             nc = await connect(srv, user=acc.lower(), password="pw")
             info = await _api(nc, "$JS.API.INFO")
             enabled.append("error" not in info)
+            # Every worker agrees with the home: a refused account answers 10039 from the
+            # clients of each worker, for requests naming a stream too.
+            # (A stream name each worker runs.)
+            names = {stream_owner(acc, f"X{i}", 2): f"X{i}" for i in range(40)}
+            assert len(names) == 2
+            for w in range(2):
+                ncw = await connect_on_n(srv, 2, w, acc.lower())
+                for subject in ["$JS.API.INFO"] + [f"$JS.API.STREAM.INFO.{n}"
+                                                   for n in names.values()]:
+                    r = await _api(ncw, subject)
+                    if not enabled[-1]:
+                        assert r["error"]["err_code"] == 10039, (acc, w, subject, r)
+                    elif subject != "$JS.API.INFO":
+                        assert r["error"]["err_code"] == 10059, (acc, w, subject, r)
+                await ncw.close()
             await nc.close()
         return enabled
     enabled = run(main())

@@ -66,7 +66,7 @@ from natsx.jetstream.errors import ApiError, error
 from natsx.jetstream.events import Events
 from natsx.jetstream.serverlimits import ServerLimits
 from natsx.jetstream.settings import Settings
-from natsx.jetstream.shards import is_home, runs_stream, sharded
+from natsx.jetstream.shards import home, is_home, runs_stream, sharded
 from natsx.jetstream.stream import Stream, store_config
 from natsx.jetstream.util import subject_matches, subjects_collide
 from natsx.storage import LmdbStore, MemStore
@@ -317,7 +317,8 @@ class Account:
         out = {"memory": 0, "file": 0, "streams": len(self.streams), "consumers": 0,
                "api_total": self.api_total, "api_errors": self.api_errors,
                "reserved_memory": self.reserved_local("memory"),
-               "reserved_file": self.reserved_local("file")}
+               "reserved_file": self.reserved_local("file"),
+               "home": 1 if is_home(self.js.server, self.name) else 0}
         for s in self.streams.values():
             out["memory" if s.cfg["storage"] == "memory" else "file"] += s.store.state().bytes
             out["consumers"] += len(s.consumers)
@@ -708,8 +709,16 @@ class JetStream:
             return account
         if is_home(self.server, name):
             # Every worker runs some of the account's streams (natsx.jetstream.shards);
-            # its home holds its limits against the server's.
-            self._check_sufficient(limits or {})
+            # its home holds its limits against the server's, and tells the others when
+            # they do not fit (natsx.jetstream.accountusage).
+            try:
+                self._check_sufficient(limits or {})
+            except ApiError:
+                self._shared(name, lambda shared: shared.refuse())
+                raise
+        elif self._shared(name, lambda shared: shared.refused(
+                home(name, self.server.worker_count))):
+            raise error("JSNotEnabledForAccountErr")
         self._drop_disabled(name)
         account = self.accounts[name] = Account(self, name)
         account.limits.set(limits)
@@ -719,6 +728,29 @@ class JetStream:
         finally:
             self.server_limits.publish()
         return account
+
+    def _shared(self, name: str, use):
+        """``use(AccountUsage)`` on the shared figures of an account not enabled here."""
+        if not self.sharded:
+            return None
+        from natsx.jetstream.accountusage import AccountUsage
+
+        shared = AccountUsage(os.path.join(self.store_dir, name), self.server.worker_count,
+                              self.server.worker_index)
+        try:
+            return use(shared)
+        finally:
+            shared.close()
+
+    def refused_by_home(self, account: Account) -> bool:
+        """Whether ``account``'s home refused it JetStream (then it is disabled here too)."""
+        shared = account.shared
+        if shared is None or not shared.refused(home(account.name, self.server.worker_count)):
+            return False
+        log.error("Error enabling JetStream for account %r: refused by its home worker",
+                  account.name)
+        self.disable_account(account.name)
+        return True
 
     def disable_account(self, name: str) -> None:
         """Account ``name`` has no JetStream: its API requests get error 10039. Streams of an

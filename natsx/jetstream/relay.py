@@ -143,6 +143,10 @@ def route(account, subject: bytes, reply, hdr, payload, pub, stage=None) -> None
     ``stage``: None for a request of this worker's client, else what the sender asked."""
     from natsx.jetstream import api, shards
 
+    js = account.js
+    if account.enabled and js.refused_by_home(account):
+        # The home found the account's limits do not fit the server's: 10039 here too.
+        account = js.disabled.get(account.name, account)
     if stage == "owner" or not account.enabled:
         api.dispatch(account, subject, reply, hdr, payload, pub)
         return

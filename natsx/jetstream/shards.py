@@ -4,8 +4,10 @@ Theory of operation
 -------------------
 Every worker of a server started with ``-js`` runs a ``JetStream`` (natsx.jetstream.manager)
 with every account that has JetStream enabled, and each *stream* is owned by exactly one
-worker: ``stream_owner(account, stream, workers)``, a stable hash (CRC-32) of the account
-and stream names modulo the number of workers. The owner opens the stream and its
+worker: ``stream_owner(account, stream, workers)``, a stable hash (BLAKE2b) of the account
+and stream names modulo the number of workers. (Not CRC-32: its low bits are a linear
+function of the input bits, so names that differ in one character, ``S1``, ``S2``, ``S3``,
+would land together far more often than chance.) The owner opens the stream and its
 consumers (from the store directory, through the raft process), captures its publishes,
 serves its consumers, acks, pulls and direct gets, and answers every API request that names
 the stream (``$JS.API.STREAM.<op>.<stream>``, ``$JS.API.CONSUMER.<op>.<stream>...``). One
@@ -37,13 +39,17 @@ sources read an origin another worker runs from its store (natsx.jetstream.sourc
 
 Limits of the scheme: a memory stream cannot be mirrored or sourced from another worker
 (its messages live in its owner's memory); ``STREAM.RESTORE`` checks overlap and
-``max_streams`` against the catalog at the owner, without the home's serialisation; an
-account's limits are held against the server's (Go's sufficientResources) by its home
-alone, so limits the server cannot hold leave the home answering 10039 while the other
-workers have the account enabled.
+``max_streams`` against the catalog at the owner, without the home's serialisation.
+
+An account's limits are held against the server's (Go's sufficientResources) by its home
+alone; when they do not fit, the home says so in the account's shared file
+(natsx.jetstream.accountusage) and the other workers disable the account as well (at
+enable time, or at the next API request if they enabled it first), so every worker answers
+10039.
 """
 from __future__ import annotations
 
+import hashlib
 import zlib
 
 #: The API requests answered (INFO, NAMES, LIST) or vetted (CREATE, UPDATE) by the home.
@@ -68,7 +74,7 @@ def stream_owner(account: str, stream: str, workers: int) -> int:
         return 0
     key = account.encode("utf-8", "surrogateescape") + b"\0" + \
         stream.encode("utf-8", "surrogateescape")
-    return zlib.crc32(key) % workers
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % workers
 
 
 def sharded(server) -> bool:
