@@ -134,9 +134,10 @@ def account_info(account, tokens, reply, hdr, payload):
 
 # ------------------------------------------------------------------------------------- streams
 
-def stream_create(account, tokens, reply, hdr, payload, vet=False):
+def stream_create(account, tokens, reply, hdr, payload, vet=False, vetted=False):
     """With ``vet`` (the account's home, natsx.jetstream.shards): only the checks against
-    the account's streams on every worker; None when the stream's owner may create it."""
+    the account's streams on every worker; None when the stream's owner may create it.
+    ``vetted``: the home made those checks, the owner makes the others."""
     req = _request(payload, account, "stream_config")
     pedantic = bool(req.pop("pedantic", False))
     cfg = stream_mod.decode_config(req)
@@ -151,7 +152,8 @@ def stream_create(account, tokens, reply, hdr, payload, vet=False):
     if cfg.get("mirror_direct") and not cfg.get("mirror"):
         raise error("JSStreamInvalidConfigF",
                     err="stream has no mirror but does have mirror direct")
-    cfg = stream_mod.check_config(cfg, pedantic=pedantic, others=_others(account, name),
+    cfg = stream_mod.check_config(cfg, pedantic=pedantic,
+                                  others=[] if vetted else _others(account, name),
                                   limits=account.limits)
     if vet:
         configs = account.configs(vetting=True)
@@ -167,11 +169,11 @@ def stream_create(account, tokens, reply, hdr, payload, vet=False):
             raise error("JSStreamNameExistErr")
         stream = existing
     else:
-        if 0 < account.limits.max_streams <= len(account.configs()):
+        if not vetted and 0 < account.limits.max_streams <= len(account.configs()):
             raise error("JSMaximumStreamsLimitErr")
-        account.limits.check_reservation(cfg)
+        account.limits.check_reservation(cfg, account_wide=not vetted)
         try:
-            stream = account.create_stream(cfg)
+            stream = account.create_stream(cfg, vetted=vetted)
         except ApiError:
             raise
         except Exception as exc:
@@ -182,7 +184,7 @@ def stream_create(account, tokens, reply, hdr, payload, vet=False):
     return "stream_create_response", info
 
 
-def stream_update(account, tokens, reply, hdr, payload, vet=False):
+def stream_update(account, tokens, reply, hdr, payload, vet=False, vetted=False):
     req = _request(payload, account, "stream_config")
     pedantic = bool(req.pop("pedantic", False))
     cfg = stream_mod.decode_config(req)
@@ -202,9 +204,10 @@ def stream_update(account, tokens, reply, hdr, payload, vet=False):
         return None
     stream = _stream(account, name)
     new = stream_mod.check_update(stream.cfg, cfg, pedantic=pedantic,
-                                  others=_others(account, name), limits=account.limits)
+                                  others=[] if vetted else _others(account, name),
+                                  limits=account.limits)
     if new.get("max_bytes", -1) != stream.cfg.get("max_bytes", -1):
-        account.limits.check_reservation(new, exclude=name)
+        account.limits.check_reservation(new, exclude=name, account_wide=not vetted)
     account.update_stream(stream, new)
     account.js.events.stream_action(account.name, name, "modify")
     return "stream_update_response", stream.info()
@@ -624,10 +627,10 @@ def client_info(publisher, account: str, server_name: str) -> dict:
 
 
 def dispatch(account: "Account", subject: bytes, reply, hdr, payload: bytes,
-             publisher=None, vet: bool = False) -> bool:
+             publisher=None, vet: bool = False, vetted: bool = False) -> bool:
     """Run one API request and queue its response. With ``vet``, for a STREAM.CREATE or
     UPDATE, only the account-wide checks: True when they passed and nothing was
-    answered."""
+    answered; ``vetted``: the account's home made those checks already."""
     tokens = subject.decode("utf-8", "surrogateescape").split(".")
     if len(tokens) > 3 and tokens[1] != "API" and tokens[2] == "API":
         # $JS.<domain>.API.> (Go maps it onto $JS.API.>).
@@ -660,7 +663,10 @@ def dispatch(account: "Account", subject: bytes, reply, hdr, payload: bytes,
             # owner may run it; a refusal is answered here.
             if handler(account, tokens, reply, hdr, payload or b"", vet=True) is None:
                 return True
-        rtype, body = handler(account, tokens, reply, hdr, payload or b"")
+        if vetted and handler in (stream_create, stream_update):
+            rtype, body = handler(account, tokens, reply, hdr, payload or b"", vetted=True)
+        else:
+            rtype, body = handler(account, tokens, reply, hdr, payload or b"")
         if isinstance(body, Deferred):
             body.then = lambda body: _respond(account, handler, subject, reply, payload,
                                               publisher, {"type": T + rtype, **body})

@@ -9,7 +9,10 @@ messages to know them: each stream's owner writes its config durably to the stor
 create or an update, and removes the directory before it answers a delete, so the directory
 is the account's catalog as clients have seen it. ``configs`` reads it, the streams this
 worker runs coming from memory; a ``meta.inf`` is parsed again only when its modification
-time or size changed (the owner replaces it whole, by a rename).
+time, size or inode changed (the owner replaces it whole, by a rename). The directory is
+read once per batch of the worker (``JetStream.epoch``; a create vets, checks and counts
+the catalog several times): within a batch the streams this worker creates or deletes
+are taken from memory, the other workers' as they were when the batch first looked.
 
 A create or update the home approved and passed to the owner is not on disk until the
 owner has run it: ``hold`` keeps its config for the vetting of the next requests until the
@@ -30,8 +33,27 @@ class Catalog:
         self.account = account
         self.held: dict = {}    # name -> (config, deadline)
         self._parsed: dict = {}  # name -> ((mtime_ns, size, inode), config)
+        self._epoch = -1         # the batch ``_files`` was read in
+        self._files: dict = {}   # name -> config, from the directory
+
+    def forget(self, name: str) -> None:
+        """This worker deleted stream ``name`` (its directory is gone)."""
+        self._files.pop(name, None)
 
     def _disk(self) -> dict:
+        account = self.account
+        epoch = account.js.epoch
+        if epoch != self._epoch:
+            self._files = self._read()
+            self._epoch = epoch
+        streams = account.streams
+        out = {name: (streams[name].cfg if name in streams else cfg)
+               for name, cfg in self._files.items()}
+        for name, stream in streams.items():
+            out.setdefault(name, stream.cfg)
+        return out
+
+    def _read(self) -> dict:
         from natsx.jetstream.manager import read_meta
 
         account = self.account
@@ -64,8 +86,6 @@ class Catalog:
             seen[name] = (key, cfg)
             out[name] = cfg
         self._parsed = seen
-        for name, stream in account.streams.items():
-            out.setdefault(name, stream.cfg)
         return out
 
     def configs(self, vetting: bool = False) -> dict:

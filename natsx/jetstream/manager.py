@@ -226,22 +226,25 @@ class Limits:
                 return error("JSAccountResourcesExceededErr")
         return None
 
-    def check_reservation(self, cfg: dict, exclude: str = "", *, server: bool = True) -> None:
+    def check_reservation(self, cfg: dict, exclude: str = "", *, server: bool = True,
+                          account_wide: bool = True) -> None:
         """Go's checkBytesLimits on stream create/update: the stream's ``max_bytes`` must fit
         in what the account and the server have not reserved for other streams (the
-        account's streams on every worker; ``server``: also the server's limit, which the
-        worker running the stream reserves)."""
+        account's streams on every worker, unless ``account_wide`` is False: the home
+        checked it; ``server``: also the server's limit, which the worker running the
+        stream reserves)."""
         storage = cfg.get("storage", "file")
         add = cfg.get("max_bytes", -1)
         if add is None or add < 0:
             add = 1
         account, js = self.account, self.account.js
-        mine = account.reserved(storage, exclude)
         limit = self.max_memory if storage == "memory" else self.max_storage
         name = ("JSMemoryResourcesExceededErr" if storage == "memory"
                 else "JSStorageResourcesExceededErr")
-        if limit >= 0 and (mine > limit or add > limit - mine):
-            raise error(name)
+        if account_wide and limit >= 0:
+            mine = account.reserved(storage, exclude)
+            if mine > limit or add > limit - mine:
+                raise error(name)
         if not server:
             return
         # The server's limit holds for every worker's streams (natsx.jetstream.serverlimits):
@@ -265,6 +268,7 @@ class Account:
         self.api_total = 0
         self.api_errors = 0
         self.api_subs: list = []
+        self.used = {"memory": 0, "file": 0}
         self.enabled = enabled
         self._feeds_by_origin: dict | None = None
         # With streams spread over the workers (natsx.jetstream.shards): the account's
@@ -280,8 +284,9 @@ class Account:
             self.catalog = Catalog(self)
 
     def local_usage(self, storage: str) -> int:
-        return sum(s.store.state().bytes for s in self.streams.values()
-                   if s.cfg["storage"] == storage)
+        """Bytes the account's streams in this worker store (kept up to date by the
+        streams' storage updates, as the worker's ``js.used``)."""
+        return self.used[storage]
 
     def usage(self, storage: str) -> int:
         """Bytes the account's streams store (on every worker)."""
@@ -314,15 +319,13 @@ class Account:
 
     def figures(self) -> dict:
         """This worker's figures of the account (natsx.jetstream.accountusage)."""
-        out = {"memory": 0, "file": 0, "streams": len(self.streams), "consumers": 0,
-               "api_total": self.api_total, "api_errors": self.api_errors,
-               "reserved_memory": self.reserved_local("memory"),
-               "reserved_file": self.reserved_local("file"),
-               "home": 1 if is_home(self.js.server, self.name) else 0}
-        for s in self.streams.values():
-            out["memory" if s.cfg["storage"] == "memory" else "file"] += s.store.state().bytes
-            out["consumers"] += len(s.consumers)
-        return out
+        return {"memory": self.used["memory"], "file": self.used["file"],
+                "streams": len(self.streams),
+                "consumers": sum(len(s.consumers) for s in self.streams.values()),
+                "api_total": self.api_total, "api_errors": self.api_errors,
+                "reserved_memory": self.reserved_local("memory"),
+                "reserved_file": self.reserved_local("file"),
+                "home": 1 if is_home(self.js.server, self.name) else 0}
 
     def totals(self) -> dict:
         """The account's figures summed over the workers."""
@@ -352,9 +355,10 @@ class Account:
         return LmdbStore(os.path.join(self.stream_dir(cfg["name"]), "msgs"), store_config(cfg),
                          sync=self.js.settings.sync_always)
 
-    def create_stream(self, cfg: dict, created: int | None = None, *, persist: bool = True) -> Stream:
+    def create_stream(self, cfg: dict, created: int | None = None, *, persist: bool = True,
+                      vetted: bool = False) -> Stream:
         if persist:
-            if 0 < self.limits.max_streams <= len(self.configs()):
+            if not vetted and 0 < self.limits.max_streams <= len(self.configs()):
                 raise error("JSMaximumStreamsLimitErr")
             path = self.stream_dir(cfg["name"])
             if os.path.exists(path):
@@ -368,7 +372,9 @@ class Account:
             write_meta(os.path.join(self.stream_dir(cfg["name"]), "meta.inf"),
                        {"config": cfg, "created": created})
         self.streams[cfg["name"]] = stream
-        self.js.used[cfg["storage"]] += store.state().bytes
+        held = store.state().bytes
+        self.js.used[cfg["storage"]] += held
+        self.used[cfg["storage"]] += held
         self.js.server_limits.publish()
         self.publish()
         stream.subscribe()
@@ -432,10 +438,14 @@ class Account:
         if stream.expiry_timer is not None:
             stream.expiry_timer.cancel()
         self.streams.pop(stream.name, None)
-        self.js.used[stream.cfg["storage"]] -= stream.store.state().bytes
+        held = stream.store.state().bytes
+        self.js.used[stream.cfg["storage"]] -= held
+        self.used[stream.cfg["storage"]] -= held
         self.js.server_limits.publish()
         stream.store.delete()
         shutil.rmtree(self.stream_dir(stream.name), ignore_errors=True)
+        if self.catalog is not None:
+            self.catalog.forget(stream.name)
         self.publish()
 
     # -- consumers -----------------------------------------------------------------------------
@@ -617,6 +627,7 @@ class JetStream:
         self.server = server
         # Streams spread over the workers (natsx.jetstream.shards).
         self.sharded = sharded(server)
+        self.epoch = 0
         self.settings = Settings.from_options(server.options)
         self.store_dir = self.settings.store_dir
         self.accounts: dict[str, Account] = {}
@@ -876,6 +887,7 @@ class JetStream:
 
     def flush(self) -> None:
         """The worker's batch hook: deliver, commit (group commit), then send."""
+        self.epoch += 1     # a new batch (natsx.jetstream.catalog)
         if not (self.signaled or self.dirty or self.outbox):
             return
         while self.signaled:

@@ -148,7 +148,8 @@ def route(account, subject: bytes, reply, hdr, payload, pub, stage=None) -> None
         # The home found the account's limits do not fit the server's: 10039 here too.
         account = js.disabled.get(account.name, account)
     if stage == "owner" or not account.enabled:
-        api.dispatch(account, subject, reply, hdr, payload, pub)
+        # (A create or update the home passed on was vetted there.)
+        api.dispatch(account, subject, reply, hdr, payload, pub, vetted=stage == "owner")
         return
     tokens = _api_tokens(account, subject)
     target = None
@@ -172,6 +173,8 @@ def route(account, subject: bytes, reply, hdr, payload, pub, stage=None) -> None
         if owner != me:
             forward(account, owner, "owner", subject, reply, hdr, payload, pub)
             return
+        api.dispatch(account, subject, reply, hdr, payload, pub, vetted=True)
+        return
     api.dispatch(account, subject, reply, hdr, payload, pub)
 
 

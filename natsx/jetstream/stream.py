@@ -617,6 +617,7 @@ class Stream:
 
     def _on_storage_update(self, msgs: int, nbytes: int, seq: int, subject: str) -> None:
         self.js.used[self.cfg["storage"]] += nbytes
+        self.account.used[self.cfg["storage"]] += nbytes
         if msgs < 0:
             for c in self.consumers.values():
                 c.on_removed(seq, subject)

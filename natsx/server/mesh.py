@@ -59,7 +59,7 @@ _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
 _OFF_BEAT = 8
 _OFF_CONNS = 16
-# JetStream bytes a worker holds for the accounts it owns (natsx.jetstream.serverlimits),
+# JetStream bytes a worker holds for the streams it runs (natsx.jetstream.serverlimits),
 # each an aligned int64 written by that worker alone: what its streams' ``max_bytes``
 # reserve, what they store, and what its accounts' limits reserve, per storage type.
 JS_FIELDS = {"reserved_memory": 24, "reserved_file": 32, "used_memory": 40, "used_file": 48,

@@ -1171,7 +1171,7 @@ class SystemServices:
                   "reserved_memory": 0, "reserved_storage": 0, "accounts": 0,
                   "ha_assets": 0, "api": {"level": 0, "total": 0, "errors": 0}}
         for part in parts:
-            # The worker that owns the account (natsx.jetstream.shards) has its numbers.
+            # Each worker has its share of the account (natsx.jetstream.shards): summed.
             acc = (part.get("owned") or {}).get(account)
             if acc is not None:
                 detail["api"]["total"] += acc["api"]["total"]
