@@ -593,6 +593,8 @@ def client_info(publisher, account: str, server_name: str) -> dict:
 def dispatch(account: "Account", subject: bytes, reply, hdr, payload: bytes,
              publisher=None) -> None:
     """Run one API request and queue its response."""
+    if account.js.stopped:
+        return      # JetStream was turned off by a reload: Go leaves requests unanswered
     tokens = subject.decode("utf-8", "surrogateescape").split(".")
     if len(tokens) > 3 and tokens[1] != "API" and tokens[2] == "API":
         # $JS.<domain>.API.> (Go maps it onto $JS.API.>).
@@ -608,6 +610,13 @@ def dispatch(account: "Account", subject: bytes, reply, hdr, payload: bytes,
     handler = _handler(tokens)
     if handler is None:
         return
+    if account.enabled:
+        # Go queues the request (a disabled account is answered at once): a full queue
+        # drops it unanswered (natsx.jetstream.queues).
+        full = account.js.api_queue.admit(tokens)
+        if full:
+            account.js.api_limit_reached(full, 1)
+            return
     global _publisher, _subject
     _publisher = publisher
     _subject = subject.decode("utf-8", "replace")
