@@ -94,6 +94,7 @@ _flag(["T", "logtime"], "logtime", "bool")
 _flag(["D", "debug"], "debug", "bool")
 _flag(["V", "trace"], "trace", "bool")
 _flag(["VV"], "VV", "combo")
+_flag(["max_traced_msg_len"], "max_traced_msg_len", "int")
 _flag(["DV"], "DV", "combo")
 _flag(["DVV"], "DVV", "combo")
 _flag(["user"], "username", "str")
@@ -118,7 +119,6 @@ _NOT_YET = {
     "no_advertise": "clustering", "cluster_advertise": "clustering",
     "connect_retries": "clustering", "cluster_listen": "clustering",
     "profile": "profiling", "help_tls": "TLS help",
-    "max_traced_msg_len": "trace length limits",
 }
 _NOT_YET_BOOL = {"help_tls"}
 

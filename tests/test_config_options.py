@@ -275,12 +275,11 @@ def test_permission_subjects_are_validated(conf, subjects, reason):
 @pytest.mark.parametrize("key, feature", [
     ("ocsp", "OCSP stapling"), ("cluster", "clustering"), ("gateway", "gateways"),
     ("leafnodes", "leaf nodes"), ("mqtt", "MQTT"),
-    ("default_js_domain", "JetStream domains"), ("resolver_tls", "operator (JWT) mode"),
-    ("default_sentinel", "operator (JWT) mode"),
-    ("prof_port", "profiling"), ("max_traced_msg_len", "trace length limits"),
+    ("default_js_domain", "JetStream domains"),
+    ("prof_port", "profiling"),
 ])
 def test_features_natsx_lacks_are_refused_with_their_position(conf, key, feature):
-    path = conf(f"port: 4333\n{key}: {{}}\n" if key not in ("prof_port", "max_traced_msg_len")
+    path = conf(f"port: 4333\n{key}: {{}}\n" if key != "prof_port"
                 else f"port: 4333\n{key}: 1\n")
     assert errors_of(path) == [f"{path}:2:1: {key}: {feature} is not supported by this "
                                "natsx build yet"]
@@ -294,12 +293,14 @@ def test_jetstream_block_sets_store_dir(conf):
     assert opts.jetstream is False
 
 
-def test_jetstream_limits_apply_and_encryption_is_refused(conf):
+def test_jetstream_limits_and_encryption_keys_apply(conf):
     opts, _warnings = load_options(conf('jetstream {\n  max_memory_store: 1GB\n}\n'))
     assert opts.jetstream_config["max_memory"] == 1 << 30
-    path = conf('jetstream {\n  store_dir: "/data/js"\n  key: "s3cr3t"\n}\n')
-    assert errors_of(path) == [f"{path}:3:3: jetstream key: encryption at rest is not "
-                               "supported by this natsx build yet"]
+    opts, _warnings = load_options(conf('jetstream {\n  store_dir: "/data/js"\n'
+                                        '  ek: "s3cr3t"\n  prev_encryption_key: "old"\n'
+                                        '  cipher: aes\n}\n'))
+    cfg = opts.jetstream_config
+    assert (cfg["key"], cfg["prev_key"], cfg["cipher"]) == ("s3cr3t", "old", "aes")
 
 
 def test_auth_callout_is_refused_inside_authorization(conf):

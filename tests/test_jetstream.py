@@ -4,10 +4,19 @@ Most tests share one server (module scope) and use their own stream names; the r
 durability tests start their own servers on a store directory they keep across restarts.
 Error codes and status lines are the Go server's (server/jetstream_errors_generated.go,
 server/consumer.go), checked through what the client sees.
+
+The setup every test shares lives in the helpers below, so a test body holds only what it is
+about: ``async_test`` runs an ``async def`` test under ``run``; ``js_session`` is a connection
+and its JetStream context, closed on the way out; ``js_stream`` adds a stream with a fresh
+name to that (its subjects are templates on the name, ``"{s}.*"``); ``publish_numbered``
+fills one; ``assert_state`` checks named fields of a stream's state and ``raises_code`` an
+API error's Go error code.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import os
 import random
@@ -28,6 +37,15 @@ pytestmark = pytest.mark.server
 
 def run(coro, timeout: float = 60):
     return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def async_test(fn):
+    """An ``async def`` test run to completion under ``run`` (pytest still sees its fixtures
+    through ``functools.wraps``)."""
+    @functools.wraps(fn)
+    def test(*args, **kwargs):
+        run(fn(*args, **kwargs))
+    return test
 
 
 def name(prefix: str = "S") -> str:
@@ -73,6 +91,52 @@ async def connect(srv: RunningServer, **kw) -> nats.NATS:
     return await nats.connect(srv.url, **kw)
 
 
+@contextlib.asynccontextmanager
+async def js_session(srv: RunningServer, **kw):
+    """``(nc, js)``: a connection (``connect``'s options) and its JetStream context."""
+    nc = await connect(srv, **kw)
+    try:
+        yield nc, nc.jetstream()
+    finally:
+        await nc.close()
+
+
+async def new_stream(js, *subjects: str, **config) -> str:
+    """Adds a stream with a fresh name and returns the name. ``subjects`` are templates on
+    it (``"{s}.*"``); with none the stream takes its own name as its only subject."""
+    s = name()
+    await js.add_stream(name=s, subjects=[t.format(s=s) for t in subjects or ("{s}",)],
+                        **config)
+    return s
+
+
+@contextlib.asynccontextmanager
+async def js_stream(srv: RunningServer, *subjects: str, **config):
+    """``(nc, js, s)``: ``js_session`` plus a stream of its own (see ``new_stream``)."""
+    async with js_session(srv) as (nc, js):
+        yield nc, js, await new_stream(js, *subjects, **config)
+
+
+async def publish_numbered(js, subject: str, count: int) -> None:
+    """Publishes ``b"0"``, ``b"1"``, ... to ``subject``, each acknowledged before the next."""
+    for i in range(count):
+        await js.publish(subject, b"%d" % i)
+
+
+async def assert_state(js, stream: str, **want) -> None:
+    """The stream's state has these values (nats-py StreamState field names)."""
+    state = (await js.stream_info(stream)).state
+    assert {k: getattr(state, k) for k in want} == want
+
+
+@contextlib.contextmanager
+def raises_code(exc: type[APIError], err_code: int):
+    """``pytest.raises`` for a JetStream API error that also checks its Go error code."""
+    with pytest.raises(exc) as e:
+        yield e
+    assert e.value.err_code == err_code
+
+
 async def api(nc, subject: str, body=None) -> dict:
     data = b"" if body is None else json.dumps(body).encode()
     msg = await nc.request(subject, data, timeout=3)
@@ -94,6 +158,16 @@ async def collect(nc, subject: str, data: bytes, want: int = 10, wait: float = 1
     return out
 
 
+async def stored_ids(js, stream: str) -> list[tuple[str, int]]:
+    """``(Nats-Msg-Id, sequence)`` of every message the stream holds, in order."""
+    si = await js.stream_info(stream)
+    ids = []
+    for seq in range(si.state.first_seq, si.state.last_seq + 1):
+        m = await js.get_msg(stream, seq)
+        ids.append((m.headers["Nats-Msg-Id"], m.seq))
+    return ids
+
+
 # ------------------------------------------------------------------------------------- basics
 
 def test_info_advertises_jetstream(server):
@@ -102,9 +176,9 @@ def test_info_advertises_jetstream(server):
     assert info["jetstream"] is True
 
 
-def test_account_info(server):
-    async def main():
-        nc = await connect(server)
+@async_test
+async def test_account_info(server):
+    async with js_session(server) as (nc, _):
         info = await api(nc, "$JS.API.INFO")
         assert info["type"] == "io.nats.jetstream.api.v1.account_info_response"
         assert info["limits"]["max_streams"] == -1
@@ -114,14 +188,11 @@ def test_account_info(server):
         again = await api(nc, "$JS.API.INFO")
         assert again["api"]["total"] == info["api"]["total"] + 1
         assert again["api"]["level"] == 1
-        await nc.close()
-    run(main())
 
 
-def test_stream_create_info_update_delete(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
+@async_test
+async def test_stream_create_info_update_delete(server):
+    async with js_session(server) as (nc, js):
         s = name()
         si = await js.add_stream(name=s, subjects=[f"{s}.>"])
         assert si.config.retention == "limits" and si.config.storage == "file"
@@ -129,31 +200,23 @@ def test_stream_create_info_update_delete(server):
         assert si.did_create
         # Creating again with the same config is idempotent; a different one is 10058.
         await js.add_stream(name=s, subjects=[f"{s}.>"])
-        with pytest.raises(BadRequestError) as e:
+        with raises_code(BadRequestError, 10058):
             await js.add_stream(name=s, subjects=[f"{s}.>"], max_msgs=3)
-        assert e.value.err_code == 10058
         si = await js.update_stream(name=s, subjects=[f"{s}.>"], max_msgs=3)
         assert si.config.max_msgs == 3
-        with pytest.raises(APIError) as e:
+        with raises_code(APIError, 10052):
             await js.update_stream(name=s, subjects=[f"{s}.>"], storage="memory")
-        assert e.value.err_code == 10052
         assert s in [i.config.name for i in await js.streams_info()]
         names = (await api(nc, "$JS.API.STREAM.NAMES"))["streams"]
         assert s in names
         assert await js.delete_stream(s)
-        with pytest.raises(NotFoundError) as e:
+        with raises_code(NotFoundError, 10059):
             await js.stream_info(s)
-        assert e.value.err_code == 10059
-        await nc.close()
-    run(main())
 
 
-def test_stream_create_errors(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[f"{s}.a"])
+@async_test
+async def test_stream_create_errors(server):
+    async with js_stream(server, "{s}.a") as (nc, js, s):
         r = await api(nc, f"$JS.API.STREAM.CREATE.{name()}", {"name": name(), "subjects": [f"{s}.*"]})
         assert r["error"]["err_code"] == 10056   # name mismatch is checked first
         other = name()
@@ -171,18 +234,13 @@ def test_stream_create_errors(server):
         assert r == {"type": "io.nats.jetstream.api.v1.stream_info_response",
                      "error": {"code": 404, "err_code": 10059, "description": "stream not found"},
                      "total": 0, "offset": 0, "limit": 0}
-        await nc.close()
-    run(main())
 
 
 # ------------------------------------------------------------------------------------- publish
 
-def test_publish_acks_and_dedupe(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[f"{s}.*"])
+@async_test
+async def test_publish_acks_and_dedupe(server):
+    async with js_stream(server, "{s}.*") as (nc, js, s):
         a1 = await js.publish(f"{s}.a", b"one", headers={"Nats-Msg-Id": "m1"})
         a2 = await js.publish(f"{s}.a", b"one again", headers={"Nats-Msg-Id": "m1"})
         a3 = await js.publish(f"{s}.b", b"two")
@@ -192,18 +250,12 @@ def test_publish_acks_and_dedupe(server):
         # A publish without a reply is stored silently.
         await nc.publish(f"{s}.c", b"three")
         await nc.flush()
-        si = await js.stream_info(s)
-        assert si.state.messages == 3 and si.state.last_seq == 3
-        await nc.close()
-    run(main())
+        await assert_state(js, s, messages=3, last_seq=3)
 
 
-def test_publish_expected_headers(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[f"{s}.*"])
+@async_test
+async def test_publish_expected_headers(server):
+    async with js_stream(server, "{s}.*") as (nc, js, s):
         await js.publish(f"{s}.a", b"x", headers={"Nats-Msg-Id": "id1"})
         cases = [
             ({"Nats-Expected-Stream": "OTHER"}, 10060, "expected stream does not match"),
@@ -223,16 +275,11 @@ def test_publish_expected_headers(server):
         assert ok.seq == 2
         ok = await js.publish(f"{s}.new", b"z", headers={"Nats-Expected-Last-Subject-Sequence": "0"})
         assert ok.seq == 3
-        await nc.close()
-    run(main())
 
 
-def test_limits_discard_new_and_max_msg_size(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[s], max_msgs=2, discard="new", max_msg_size=10)
+@async_test
+async def test_limits_discard_new_and_max_msg_size(server):
+    async with js_stream(server, max_msgs=2, discard="new", max_msg_size=10) as (nc, js, s):
         await js.publish(s, b"1")
         await js.publish(s, b"2")
         msg = await nc.request(s, b"3", timeout=3)
@@ -240,57 +287,36 @@ def test_limits_discard_new_and_max_msg_size(server):
                                                  "description": "maximum messages exceeded"}
         msg = await nc.request(s, b"x" * 11, timeout=3)
         assert json.loads(msg.data)["error"]["err_code"] == 10054
-        old = name()
-        await js.add_stream(name=old, subjects=[old], max_msgs=2)
-        for i in range(5):
-            await js.publish(old, b"%d" % i)
-        si = await js.stream_info(old)
-        assert (si.state.messages, si.state.first_seq, si.state.last_seq) == (2, 4, 5)
-        await nc.close()
-    run(main())
+        old = await new_stream(js, max_msgs=2)
+        await publish_numbered(js, old, 5)
+        await assert_state(js, old, messages=2, first_seq=4, last_seq=5)
 
 
-def test_rollup(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[f"{s}.*"], allow_rollup_hdrs=True)
-        for i in range(3):
-            await js.publish(f"{s}.a", b"%d" % i)
+@async_test
+async def test_rollup(server):
+    async with js_stream(server, "{s}.*", allow_rollup_hdrs=True) as (nc, js, s):
+        await publish_numbered(js, f"{s}.a", 3)
         await js.publish(f"{s}.b", b"b")
         await js.publish(f"{s}.a", b"last", headers={"Nats-Rollup": "sub"})
-        si = await js.stream_info(s)
-        assert si.state.messages == 2
+        await assert_state(js, s, messages=2)
         await js.publish(f"{s}.c", b"all", headers={"Nats-Rollup": "all"})
-        si = await js.stream_info(s)
-        assert si.state.messages == 1 and si.state.last_seq == 6
-        await nc.close()
-    run(main())
+        await assert_state(js, s, messages=1, last_seq=6)
 
 
-def test_max_age_expires_messages(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[s], max_age=0.3, storage="memory")
+@async_test
+async def test_max_age_expires_messages(server):
+    async with js_stream(server, max_age=0.3, storage="memory") as (nc, js, s):
         await js.publish(s, b"gone soon")
-        assert (await js.stream_info(s)).state.messages == 1
+        await assert_state(js, s, messages=1)
         await asyncio.sleep(0.8)
-        assert (await js.stream_info(s)).state.messages == 0
-        await nc.close()
-    run(main())
+        await assert_state(js, s, messages=0)
 
 
 # ------------------------------------------------------------------------------------- messages
 
-def test_msg_get_delete_and_purge(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[f"{s}.*"])
+@async_test
+async def test_msg_get_delete_and_purge(server):
+    async with js_stream(server, "{s}.*") as (nc, js, s):
         await js.publish(f"{s}.a", b"a1", headers={"X": "1"})
         await js.publish(f"{s}.b", b"b1")
         await js.publish(f"{s}.a", b"a2")
@@ -298,46 +324,33 @@ def test_msg_get_delete_and_purge(server):
         assert (m.subject, m.data, m.headers["X"]) == (f"{s}.a", b"a1", "1")
         m = await js.get_last_msg(s, f"{s}.a")
         assert m.seq == 3
-        with pytest.raises(NotFoundError) as e:
+        with raises_code(NotFoundError, 10037):
             await js.get_msg(s, 42)
-        assert e.value.err_code == 10037
         assert await js.delete_msg(s, 2)
         r = await api(nc, f"$JS.API.STREAM.MSG.DELETE.{s}", {"seq": 2})
         assert r["error"]["err_code"] == 10057
-        si = await js.stream_info(s)
-        assert (si.state.messages, si.state.num_deleted) == (2, 1)
+        await assert_state(js, s, messages=2, num_deleted=1)
         r = await api(nc, f"$JS.API.STREAM.PURGE.{s}", {"filter": f"{s}.a", "keep": 1})
         assert r == {"type": "io.nats.jetstream.api.v1.stream_purge_response",
                      "success": True, "purged": 1}
         await js.purge_stream(s)
-        si = await js.stream_info(s)
-        assert (si.state.messages, si.state.first_seq) == (0, 4)
-        await nc.close()
-    run(main())
+        await assert_state(js, s, messages=0, first_seq=4)
 
 
-def test_deny_delete_and_purge(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[s], deny_delete=True, deny_purge=True)
+@async_test
+async def test_deny_delete_and_purge(server):
+    async with js_stream(server, deny_delete=True, deny_purge=True) as (nc, js, s):
         await js.publish(s, b"x")
         r = await api(nc, f"$JS.API.STREAM.MSG.DELETE.{s}", {"seq": 1})
         assert r["error"] == {"code": 500, "err_code": 10057,
                               "description": "message delete not permitted"}
         r = await api(nc, f"$JS.API.STREAM.PURGE.{s}")
         assert r["error"]["err_code"] == 10110
-        await nc.close()
-    run(main())
 
 
-def test_direct_get(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[f"{s}.*"], allow_direct=True)
+@async_test
+async def test_direct_get(server):
+    async with js_stream(server, "{s}.*", allow_direct=True) as (nc, js, s):
         await js.publish(f"{s}.a", b"one", headers={"Nats-Msg-Id": "m1"})
         await js.publish(f"{s}.a", b"two")
         msg = await nc.request(f"$JS.API.DIRECT.GET.{s}", json.dumps({"seq": 1}).encode(),
@@ -354,24 +367,17 @@ def test_direct_get(server):
         out = await collect(nc, f"$JS.API.DIRECT.GET.{s}", json.dumps({"seq": 9}).encode(), 1)
         assert out[0].headers[nats.js.api.Header.STATUS] == "404"
         # Without allow_direct nobody answers.
-        plain = name()
-        await js.add_stream(name=plain, subjects=[plain])
+        plain = await new_stream(js)
         with pytest.raises(nats.errors.NoRespondersError):
             await nc.request(f"$JS.API.DIRECT.GET.{plain}", b'{"seq":1}', timeout=2)
-        await nc.close()
-    run(main())
 
 
 # ------------------------------------------------------------------------------------- pull
 
-def test_pull_fetch_ack_and_consumer_info(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[f"{s}.*"])
-        for i in range(5):
-            await js.publish(f"{s}.a", b"%d" % i)
+@async_test
+async def test_pull_fetch_ack_and_consumer_info(server):
+    async with js_stream(server, "{s}.*") as (nc, js, s):
+        await publish_numbered(js, f"{s}.a", 5)
         psub = await js.pull_subscribe(f"{s}.a", "dur", stream=s)
         msgs = await psub.fetch(3, timeout=2)
         assert [m.data for m in msgs] == [b"0", b"1", b"2"]
@@ -393,16 +399,11 @@ def test_pull_fetch_ack_and_consumer_info(server):
             await m.ack()
         with pytest.raises(nats.errors.TimeoutError):
             await psub.fetch(1, timeout=0.5)
-        await nc.close()
-    run(main())
 
 
-def test_pull_request_statuses(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[s])
+@async_test
+async def test_pull_request_statuses(server):
+    async with js_stream(server) as (nc, js, s):
         await api(nc, f"$JS.API.CONSUMER.CREATE.{s}.c",
                   {"stream_name": s, "config": {"durable_name": "c", "ack_policy": "explicit",
                                                 "max_waiting": 1, "max_batch": 10}})
@@ -431,33 +432,22 @@ def test_pull_request_statuses(server):
         await js.add_consumer(s, durable_name="p", deliver_subject=nc.new_inbox())
         out = await collect(nc, f"$JS.API.CONSUMER.MSG.NEXT.{s}.p", b"", 1)
         assert out[0].headers["Description"] == "Consumer is push based"
-        await nc.close()
-    run(main())
 
 
-def test_pull_idle_heartbeat(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[s])
+@async_test
+async def test_pull_idle_heartbeat(server):
+    async with js_stream(server) as (nc, js, s):
         await js.add_consumer(s, durable_name="c", ack_policy="explicit")
         out = await collect(nc, f"$JS.API.CONSUMER.MSG.NEXT.{s}.c",
                             b'{"batch":1,"expires":1200000000,"idle_heartbeat":400000000}', 5, 1.5)
         statuses = [m.headers["Status"] for m in out]
         assert statuses.count("100") >= 2 and statuses[-1] == "408"
-        await nc.close()
-    run(main())
 
 
-def test_redelivery_nak_term_and_progress(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[s])
-        for i in range(3):
-            await js.publish(s, b"%d" % i)
+@async_test
+async def test_redelivery_nak_term_and_progress(server):
+    async with js_stream(server) as (nc, js, s):
+        await publish_numbered(js, s, 3)
         psub = await js.pull_subscribe(s, "c", stream=s,
                                        config=jsapi.ConsumerConfig(ack_wait=0.5, max_deliver=3))
         m0, m1, m2 = await psub.fetch(3, timeout=2)
@@ -473,16 +463,11 @@ def test_redelivery_nak_term_and_progress(server):
         assert time.monotonic() - t0 >= 0.2
         ci = await js.consumer_info(s, "c")
         assert ci.num_redelivered >= 1
-        await nc.close()
-    run(main())
 
 
-def test_ack_wait_redelivery_and_max_deliver(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[s])
+@async_test
+async def test_ack_wait_redelivery_and_max_deliver(server):
+    async with js_stream(server) as (nc, js, s):
         await js.publish(s, b"x")
         psub = await js.pull_subscribe(s, "c", stream=s,
                                        config=jsapi.ConsumerConfig(ack_wait=0.3, max_deliver=2))
@@ -493,35 +478,23 @@ def test_ack_wait_redelivery_and_max_deliver(server):
             await psub.fetch(1, timeout=1)
         ci = await js.consumer_info(s, "c")
         assert ci.num_ack_pending == 0 and ci.num_redelivered == 1
-        await nc.close()
-    run(main())
 
 
-def test_backoff_requires_max_deliver(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[s])
-        with pytest.raises(BadRequestError) as e:
+@async_test
+async def test_backoff_requires_max_deliver(server):
+    async with js_stream(server) as (nc, js, s):
+        with raises_code(BadRequestError, 10116):
             await js.add_consumer(s, durable_name="c", ack_policy="explicit",
                                   backoff=[1, 2, 3], max_deliver=2)
-        assert e.value.err_code == 10116
         ci = await js.add_consumer(s, durable_name="c", ack_policy="explicit",
                                    backoff=[0.5, 1], max_deliver=3)
         assert ci.config.ack_wait == 0.5
-        await nc.close()
-    run(main())
 
 
-def test_max_ack_pending_stalls_delivery(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[s])
-        for i in range(4):
-            await js.publish(s, b"%d" % i)
+@async_test
+async def test_max_ack_pending_stalls_delivery(server):
+    async with js_stream(server) as (nc, js, s):
+        await publish_numbered(js, s, 4)
         psub = await js.pull_subscribe(s, "c", stream=s,
                                        config=jsapi.ConsumerConfig(max_ack_pending=2))
         msgs = await psub.fetch(4, timeout=1)
@@ -529,18 +502,13 @@ def test_max_ack_pending_stalls_delivery(server):
         await msgs[0].ack()
         more = await psub.fetch(4, timeout=1)
         assert [m.data for m in more] == [b"2"]
-        await nc.close()
-    run(main())
 
 
 # ------------------------------------------------------------------------------------- consumers
 
-def test_consumer_create_forms_and_errors(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[f"{s}.*"])
+@async_test
+async def test_consumer_create_forms_and_errors(server):
+    async with js_stream(server, "{s}.*") as (nc, js, s):
         pre = "$JS.API.CONSUMER"
         r = await api(nc, f"{pre}.CREATE.{s}.c1.{s}.a",
                       {"stream_name": s, "config": {"name": "c1", "filter_subject": f"{s}.b"}})
@@ -586,16 +554,11 @@ def test_consumer_create_forms_and_errors(server):
         assert await js.delete_consumer(s, "d1")
         with pytest.raises(NotFoundError):
             await js.delete_consumer(s, "d1")
-        await nc.close()
-    run(main())
 
 
-def test_multiple_filters_and_deliver_policies(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[f"{s}.*"])
+@async_test
+async def test_multiple_filters_and_deliver_policies(server):
+    async with js_stream(server, "{s}.*") as (nc, js, s):
         for subj in "abcab":
             await js.publish(f"{s}.{subj}", subj.encode())
         await js.add_consumer(s, durable_name="multi", ack_policy="explicit",
@@ -616,18 +579,12 @@ def test_multiple_filters_and_deliver_policies(server):
         assert (await js.consumer_info(s, "new")).num_pending == 0
         await js.publish(f"{s}.c", b"later")
         assert (await js.consumer_info(s, "new")).num_pending == 1
-        await nc.close()
-    run(main())
 
 
-def test_push_consumer_and_queue_group(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[s])
-        for i in range(4):
-            await js.publish(s, b"%d" % i)
+@async_test
+async def test_push_consumer_and_queue_group(server):
+    async with js_stream(server) as (nc, js, s):
+        await publish_numbered(js, s, 4)
         got = []
 
         async def cb(m):
@@ -646,8 +603,7 @@ def test_push_consumer_and_queue_group(server):
         assert ci.push_bound and ci.num_ack_pending == 0
         await sub.unsubscribe()
         # Two queue members share the deliveries.
-        q = name()
-        await js.add_stream(name=q, subjects=[q])
+        q = await new_stream(js)
         seen = {1: 0, 2: 0}
 
         def make(i):
@@ -661,16 +617,11 @@ def test_push_consumer_and_queue_group(server):
             await js.publish(q, b"x")
         await asyncio.sleep(0.5)
         assert seen[1] + seen[2] == 20
-        await nc.close()
-    run(main())
 
 
-def test_ordered_consumer_flow_control(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[s], storage="memory")
+@async_test
+async def test_ordered_consumer_flow_control(server):
+    async with js_stream(server, storage="memory") as (nc, js, s):
         payload = b"x" * 1024
         for _ in range(200):
             await nc.publish(s, payload)
@@ -683,16 +634,11 @@ def test_ordered_consumer_flow_control(server):
             if m.data == b"end":
                 break
         assert count == 201
-        await nc.close()
-    run(main())
 
 
-def test_ephemeral_pull_consumer_goes_away_when_inactive(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[s])
+@async_test
+async def test_ephemeral_pull_consumer_goes_away_when_inactive(server):
+    async with js_stream(server) as (nc, js, s):
         r = await api(nc, f"$JS.API.CONSUMER.CREATE.{s}",
                       {"stream_name": s, "config": {"ack_policy": "explicit",
                                                     "inactive_threshold": 300_000_000}})
@@ -701,24 +647,17 @@ def test_ephemeral_pull_consumer_goes_away_when_inactive(server):
         await asyncio.sleep(1.8)
         with pytest.raises(NotFoundError):
             await js.consumer_info(s, cname)
-        await nc.close()
-    run(main())
 
 
 # ------------------------------------------------------------------------------------- retention
 
-def test_workqueue_retention(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[f"{s}.*"], retention="workqueue")
-        for i in range(3):
-            await js.publish(f"{s}.a", b"%d" % i)
+@async_test
+async def test_workqueue_retention(server):
+    async with js_stream(server, "{s}.*", retention="workqueue") as (nc, js, s):
+        await publish_numbered(js, f"{s}.a", 3)
         psub = await js.pull_subscribe(f"{s}.a", "w", stream=s)
-        with pytest.raises(BadRequestError) as e:
+        with raises_code(BadRequestError, 10099):
             await js.add_consumer(s, durable_name="w2", ack_policy="explicit")
-        assert e.value.err_code == 10099
         with pytest.raises(BadRequestError) as e:
             await js.add_consumer(s, durable_name="w3", ack_policy="none",
                                   filter_subject=f"{s}.b")
@@ -726,39 +665,30 @@ def test_workqueue_retention(server):
         msgs = await psub.fetch(3, timeout=2)
         for m in msgs[:2]:
             await m.ack_sync()
-        si = await js.stream_info(s)
-        assert si.state.messages == 1 and si.state.first_seq == 3
-        await nc.close()
-    run(main())
+        await assert_state(js, s, messages=1, first_seq=3)
 
 
-def test_interest_retention(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
-        s = name()
-        await js.add_stream(name=s, subjects=[s], retention="interest")
+@async_test
+async def test_interest_retention(server):
+    async with js_stream(server, retention="interest") as (nc, js, s):
         await js.publish(s, b"nobody")    # no consumer: not kept
-        assert (await js.stream_info(s)).state.messages == 0
+        await assert_state(js, s, messages=0)
         a = await js.pull_subscribe(s, "a", stream=s)
         b = await js.pull_subscribe(s, "b", stream=s)
         await js.publish(s, b"both")
         (ma,) = await a.fetch(1, timeout=2)
         await ma.ack_sync()
-        assert (await js.stream_info(s)).state.messages == 1
+        await assert_state(js, s, messages=1)
         (mb,) = await b.fetch(1, timeout=2)
         await mb.ack_sync()
-        assert (await js.stream_info(s)).state.messages == 0
-        await nc.close()
-    run(main())
+        await assert_state(js, s, messages=0)
 
 
 # ------------------------------------------------------------------------------------- KV
 
-def test_kv_basics(server):
-    async def main():
-        nc = await connect(server)
-        js = nc.jetstream()
+@async_test
+async def test_kv_basics(server):
+    async with js_session(server) as (nc, js):
         bucket = name("kv")
         kv = await js.create_key_value(bucket=bucket, history=3)
         assert await kv.put("k", b"1") == 1
@@ -791,8 +721,6 @@ def test_kv_basics(server):
         await kv.purge("new")
         status = await kv.status()
         assert status.values >= 1
-        await nc.close()
-    run(main())
 
 
 # ------------------------------------------------------------------------------------- restarts
@@ -803,35 +731,30 @@ def test_streams_and_consumers_survive_restart(tmp_path):
     port = srv.port
 
     async def before():
-        nc = await connect(srv)
-        js = nc.jetstream()
-        await js.add_stream(name="FILE", subjects=["f.*"])
-        await js.add_stream(name="MEM", subjects=["m.*"], storage="memory")
-        for i in range(5):
-            await js.publish("f.a", b"%d" % i, headers={"Nats-Msg-Id": f"id{i}"})
-            await js.publish("m.a", b"%d" % i)
-        psub = await js.pull_subscribe("f.a", "dur", stream="FILE")
-        msgs = await psub.fetch(3, timeout=2)
-        await msgs[0].ack_sync()
-        await msgs[1].ack_sync()
-        await nc.close()
+        async with js_session(srv) as (nc, js):
+            await js.add_stream(name="FILE", subjects=["f.*"])
+            await js.add_stream(name="MEM", subjects=["m.*"], storage="memory")
+            for i in range(5):
+                await js.publish("f.a", b"%d" % i, headers={"Nats-Msg-Id": f"id{i}"})
+                await js.publish("m.a", b"%d" % i)
+            psub = await js.pull_subscribe("f.a", "dur", stream="FILE")
+            msgs = await psub.fetch(3, timeout=2)
+            await msgs[0].ack_sync()
+            await msgs[1].ack_sync()
     run(before())
     srv.stop()
     srv = start(tmp_path, store, port=port)
 
     async def after():
-        nc = await connect(srv)
-        js = nc.jetstream()
-        si = await js.stream_info("FILE")
-        assert (si.state.messages, si.state.last_seq) == (5, 5)
-        assert (await js.stream_info("MEM")).state.messages == 0
-        ci = await js.consumer_info("FILE", "dur")
-        assert ci.ack_floor.stream_seq == 2 and ci.delivered.stream_seq == 3
-        assert ci.num_ack_pending == 1
-        # The dedupe window survives too.
-        ack = await js.publish("f.a", b"dup", headers={"Nats-Msg-Id": "id4"})
-        assert ack.duplicate and ack.seq == 5
-        await nc.close()
+        async with js_session(srv) as (nc, js):
+            await assert_state(js, "FILE", messages=5, last_seq=5)
+            await assert_state(js, "MEM", messages=0)
+            ci = await js.consumer_info("FILE", "dur")
+            assert ci.ack_floor.stream_seq == 2 and ci.delivered.stream_seq == 3
+            assert ci.num_ack_pending == 1
+            # The dedupe window survives too.
+            ack = await js.publish("f.a", b"dup", headers={"Nats-Msg-Id": "id4"})
+            assert ack.duplicate and ack.seq == 5
     run(after())
     srv.stop()
 
@@ -879,15 +802,8 @@ def test_acknowledged_publishes_survive_sigkill(tmp_path):
     srv = start(tmp_path, store, port=port)
 
     async def verify():
-        nc = await connect(srv, connect_timeout=10)
-        js = nc.jetstream()
-        si = await js.stream_info("DUR")
-        ids = []
-        for seq in range(si.state.first_seq, si.state.last_seq + 1):
-            m = await js.get_msg("DUR", seq)
-            ids.append((m.headers["Nats-Msg-Id"], m.seq))
-        await nc.close()
-        return ids
+        async with js_session(srv, connect_timeout=10) as (nc, js):
+            return await stored_ids(js, "DUR")
     stored = run(verify())
     srv.stop()
     assert len(acked) >= 20, f"only {len(acked)} publishes were acknowledged"
@@ -911,10 +827,8 @@ def test_jetstream_flags_and_workers(tmp_path):
         wait_port(port)
 
         async def main():
-            nc = await connect(srv)
-            js = nc.jetstream()
-            await js.add_stream(name="CLI", subjects=["cli"])
-            await nc.close()
+            async with js_session(srv) as (nc, js):
+                await js.add_stream(name="CLI", subjects=["cli"])
         run(main())
         assert (store / "jetstream" / "$G" / "streams" / "CLI" / "meta.inf").exists()
     finally:

@@ -85,8 +85,7 @@ jetstream {
 
 
 @pytest.mark.parametrize("block, needle", [
-    ('key: "s3cr3t"', 'jetstream key: encryption at rest is not supported'),
-    ('prev_encryption_key: "x"', "encryption at rest is not supported"),
+    ('tpm: { keys_file: "k" }', "jetstream tpm: TPM key storage is not supported"),
     ('cipher: rot13', 'Unknown cipher type: "rot13"'),
     ('max_file_store: "10X"', "max_file_store sizes defined as strings must end in K, M, G, T"),
     ('bogus: 1', 'unknown field "bogus"'),

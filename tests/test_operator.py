@@ -766,6 +766,10 @@ def test_cache_resolver_ttl_drops_files_like_go(tmp_path, servers):
         dirs[kind] = d / "jwts"
         servers(_dir_config(d, w, "cache", f'type: cache, dir: "{dirs[kind]}", ttl: "1s"',
                             preload=(w.a.public_key,)), go=kind == "go")
+    # natsx's supervisor listens before its workers have opened the resolver's directory.
+    deadline = time.monotonic() + 5
+    while not all(d.is_dir() for d in dirs.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     first = {k: sorted(p.name for p in d.iterdir()) for k, d in dirs.items()}
     time.sleep(3.0)
     later = {k: sorted(p.name for p in d.iterdir()) for k, d in dirs.items()}
@@ -937,3 +941,117 @@ def test_jwt_account_mappings_like_go(tmp_path, servers):
     assert outs[0] == outs[1]
     assert outs[0] == ["mapped.0", "mapped.1", "mapped.2", "jwt updated",
                        "moved.0", "moved.1", "moved.2"]
+
+
+# ------------------------------------------------------------------ default sentinel
+
+def _with_sentinel(tmp_path, w: World, sentinel: str, name: str = "sentinel.conf") -> str:
+    path = tmp_path / name
+    path.write_text(open(w.config(tmp_path)).read() + f'default_sentinel: "{sentinel}"\n')
+    return str(path)
+
+
+def test_default_sentinel_is_validated_like_go(tmp_path):
+    """validateTrustedOperators (Go 2.11+): operators required, a decodable user JWT, a
+    bearer token unless a scoped user (issuer_account and no permissions of its own)."""
+    from natsx.server.config_options import ConfigProcessError, load_options, validate_options
+
+    w = World()
+    _, bearer = w.user(w.a, bearer_token=True)
+    _, plain = w.user(w.a)
+    signer = nkeys.KeyPair.create(ACC)
+    scoped = jwt.encode(jwt.UserClaims(subject=nkeys.KeyPair.create(USR).public_key,
+                                       issuer_account=w.a.public_key,
+                                       permission_limits=jwt.UserPermissionLimits.empty()),
+                        signer)
+
+    def check(conf: str) -> str | None:
+        try:
+            validate_options(load_options(conf)[0])
+        except ConfigProcessError as exc:
+            return str(exc)
+        return None
+
+    assert check(_with_sentinel(tmp_path, w, bearer)) is None
+    assert check(_with_sentinel(tmp_path, w, scoped)) is None
+    for token, reason in ((plain, "default sentinel must be a bearer token"),
+                          ("not.a.jwt", "default sentinel JWT not valid"),
+                          (w.accounts[w.a.public_key], "default sentinel JWT not valid")):
+        out = check(_with_sentinel(tmp_path, w, token))
+        assert out is not None and reason in out, (reason, out)
+    for head in ("", f'trusted: "{w.op.public_key}"\n'):
+        alone = tmp_path / "alone.conf"
+        alone.write_text(head + f'default_sentinel: "{bearer}"\n')
+        out = check(str(alone))
+        assert out is not None and "default sentinel requires operators and accounts" in out
+
+
+def test_default_sentinel_admits_clients_without_credentials(tmp_path, servers):
+    """A client with no user JWT (or one that does not decode) connects as the sentinel,
+    with its permissions; a client with its own JWT is checked with that one; an account
+    with ``disallow_bearer`` refuses the sentinel like any bearer token (Go: auth.go)."""
+    w = World()
+    _, sentinel = w.user(w.a, name="sentinel", bearer_token=True,
+                         pub=jwt.Permission(allow=("help", "_INBOX.>")),
+                         sub=jwt.Permission(allow=("help", "_INBOX.>")))
+    nx = servers(_with_sentinel(tmp_path, w, sentinel), "--workers", "2")
+    _, out = raw_connect(nx.port, extra=b"PUB help 2\r\nhi\r\nPUB other 2\r\nhi\r\nPING\r\n",
+                         wait=lambda b: b"PONG" in b)
+    assert out == b"-ERR 'Permissions Violation for Publish to \"other\"'\r\nPONG\r\n"
+    _, out = raw_connect(nx.port, None, "not.a.jwt")
+    assert out == b"PONG\r\n"
+    # A JWT of its own that decodes is used, even when it then fails: no fallback.
+    exp_kp, expired = w.user(w.a, expires=int(time.time()) - 10)
+    _, out = raw_connect(nx.port, exp_kp, expired)
+    assert out == b"-ERR 'Authorization Violation'\r\n"
+    # nats-py without credentials: request/reply inside the sentinel's permissions.
+    assert asyncio.run(_echo_roundtrip(nx.url)) == b"OK:hi"
+    ukp, token = w.user(w.a)
+    ucreds = creds(tmp_path, ukp, token)
+
+    async def own_user_unrestricted() -> bytes:
+        nc = await nats.connect(nx.url, user_credentials=ucreds, allow_reconnect=False)
+        try:
+            sub = await nc.subscribe("other")
+            await nc.publish("other", b"mine")
+            return (await sub.next_msg(timeout=2)).data
+        finally:
+            await nc.close()
+    assert asyncio.run(own_user_unrestricted()) == b"mine"
+
+    strict = World(disallow_bearer=True)
+    _, bearer = strict.user(strict.a, bearer_token=True)
+    refusing = servers(_with_sentinel(tmp_path, strict, bearer, "strict.conf"))
+    _, out = raw_connect(refusing.port)
+    assert out == b"-ERR 'Authorization Violation'\r\n"
+
+
+def test_default_sentinel_reloads(tmp_path, servers):
+    """Go reloads ``default_sentinel`` (reload.go defaultSentinelOption): new clients get the
+    new one; a connected client keeps the one it was given (it became its CONNECT's JWT)."""
+    w = World()
+    _, first = w.user(w.a, name="first", bearer_token=True)
+    _, second = w.user(w.b, name="second", bearer_token=True,
+                       pub=jwt.Permission(deny=(">",)))
+    conf = _with_sentinel(tmp_path, w, first)
+    nx = servers(conf)
+    held = socket.create_connection(("127.0.0.1", nx.port))
+    _read_until(held, lambda b: b"\r\n" in b)
+    held.sendall(b'CONNECT {"verbose":false,"protocol":1}\r\nPING\r\n')
+    assert _no_connect_info(_read_until(held, lambda b: b"PONG" in b)) == b"PONG\r\n"
+    text = open(conf).read()
+    with open(conf, "w") as f:
+        f.write(text.replace(first, second))
+    _sighup_and_wait(nx, "Reloaded: default_sentinel = " + second)
+    # The workers apply the reload after the supervisor logged it: wait for the new one.
+    deadline = time.monotonic() + 5
+    while True:
+        _, out = raw_connect(nx.port, extra=b"PUB x 0\r\n\r\nPING\r\n",
+                             wait=lambda b: b"PONG" in b)
+        if out != b"PONG\r\n" or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert out == b"-ERR 'Permissions Violation for Publish to \"x\"'\r\nPONG\r\n"
+    held.sendall(b"PUB x 0\r\n\r\nPING\r\n")
+    assert _read_until(held, lambda b: b"PONG" in b) == b"PONG\r\n"
+    held.close()

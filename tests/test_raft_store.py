@@ -53,9 +53,11 @@ def raft_address():
 
 
 def pump(client: RaftClient, block: bool) -> None:
-    """Reads the raft process's answers: what has arrived, or until nothing is in flight."""
+    """Reads the raft process's answers: what has arrived, or until nothing is in flight
+    (and LMDB has taken every durable entry)."""
     while True:
-        busy = any(g.inflight for g in client.all)
+        busy = any(g.inflight or (g.applied < g.confirmed and not g.refused)
+                   for g in client.all)
         wait = 5.0 if block and busy else 0
         ready, _, _ = select.select([client.sock], [], [], wait)
         if not ready:
@@ -203,4 +205,61 @@ def test_reconnect_resends_only_what_was_not_applied(raft_address, tmp_path):
     client.drop(group, False)
     (_epoch, applied), x, y = _meta_raft(path)
     assert (applied, x, y) == (c, b"b", b"c")
+    client.close()
+
+
+def test_proposal_frames_split_at_any_boundary():
+    """Proposals travel as binary frames (``prop_frame``) among CBOR ones; the operations stay
+    one blob until applied."""
+    from natsx.raftd import protocol as P
+
+    ops = [(P.OP_PUT, P.DB_MSGS, b"\0" * 8, b"v" * 300), (P.OP_DEL, P.DB_SUBJ, b"s", b"")]
+    blob = P.encode_ops(ops)
+    data = P.frame(["ok", 1, 2]) + P.prop_frame(7, 3, 9, blob) + P.frame(["ok", 1, 3])
+    want = [["ok", 1, 2], ["prop", 7, 3, 9, blob], ["ok", 1, 3]]
+    for cut in range(len(data) + 1):
+        d = P.Decoder()
+        got = d.feed(data[:cut]) + d.feed(data[cut:])
+        assert got == want
+    assert P.decode_ops(blob) == ops
+    with pytest.raises(ValueError):
+        P.Decoder().feed(P._LEN.pack(3) + b"\0\1\2")
+
+
+def test_answered_proposals_leave_the_overlay_in_bulk(raft_address, tmp_path, monkeypatch):
+    """While proposals are in flight the answered ones stay overlaid (LMDB has them too) until
+    they pass ``_OV_KEEP_BYTES``; reads are the same throughout, and the overlay is emptied once
+    nothing is in flight."""
+    import natsx.storage.raftlmdb as raftlmdb
+
+    monkeypatch.setattr(raftlmdb, "_OV_KEEP_BYTES", 3000)
+    client = RaftClient(raft_address)
+    path = str(tmp_path / "ov")
+    group = client.open(path, DEFAULT_MAP_SIZE)
+    store = RaftLmdbStore(path, StoreConfig(storage=FILE_STORAGE), group)
+    store.commit_batch()
+    pump(client, True)
+    payloads = {}
+    sizes = []
+    for round_ in range(12):
+        store.begin_batch()
+        for i in range(3):
+            seq, _ = store.store_msg(f"s.{i}", b"", b"%d-%d" % (round_, i) * 40)
+            payloads[seq] = b"%d-%d" % (round_, i) * 40
+        if round_ == 5:
+            store.remove_msg(2)
+            del payloads[2]
+        store.commit_batch()
+        # Answer all but the last proposal: the one left in flight keeps the overlay alive.
+        while group.confirmed < store.last_proposal - 1:
+            pump(client, False)
+        for seq, payload in payloads.items():
+            assert store.load_msg(seq).payload == payload
+        sizes.append(len(store._ov_msgs))
+    # It grew with the answered proposals, and was rebuilt (shrank) once they held enough.
+    assert max(sizes) > 6 and any(b < a for a, b in zip(sizes, sizes[1:]))
+    pump(client, True)
+    store.load_msg(1)               # a read notices nothing is in flight any more
+    assert store._ov_msgs == {} and not store._inflight
+    check_written(path, store)
     client.close()

@@ -250,26 +250,47 @@ def test_auto_unsubscribe_after_max_messages(server):
     run(main())
 
 
+async def publish_then_drain(nc: nats.NATS, pub: nats.NATS) -> list:
+    """``pub`` publishes 50 messages and flushes, then ``nc`` flushes and drains: returns
+    what ``nc``'s slow callback saw, which must be all of them, in order."""
+    s = subject()
+    got = []
+
+    async def slow(msg):
+        await asyncio.sleep(0.001)
+        got.append(int(msg.data))
+
+    await nc.subscribe(s, cb=slow)
+    # nats-py may write the first PING ahead of the SUB, and the PUBs of another
+    # connection can then be read before it (Go loses them the same way; see
+    # test_subscribe_flush_then_request_from_another_worker). What is tested is the drain.
+    await settle(nc)
+    for i in range(50):
+        await pub.publish(s, b"%d" % i)
+    await pub.flush()
+    await nc.flush()
+    await nc.drain()
+    assert nc.is_closed
+    await pub.close()
+    return got
+
+
 def test_drain_delivers_pending_messages_then_closes(server):
     async def main():
-        s = subject()
-        nc, pub = await connect(server), await connect(server)
-        got = []
+        nc = await connect(server)
+        assert await publish_then_drain(nc, await connect(server)) == list(range(50))
+    run(main())
 
-        async def slow(msg):
-            await asyncio.sleep(0.001)
-            got.append(msg.data)
 
-        await nc.subscribe(s, cb=slow)
-        await nc.flush()
-        for i in range(50):
-            await pub.publish(s, b"%d" % i)
-        await pub.flush()
-        await nc.flush()
-        await nc.drain()
-        assert nc.is_closed
-        assert len(got) == 50
-        await pub.close()
+def test_drain_across_workers_delivers_what_the_publisher_flushed(pair):
+    """The publisher's PING is written ahead of its buffered PUBs, so its PONG does not
+    cover them; the subscriber's flush must still find them ahead of its PONG on the other
+    worker (natsx.server.mesh, "Settling"), or the drain's UNSUB overtakes them."""
+    async def main():
+        for _ in range(10):
+            nc = await connect(pair)
+            pub = await on_other_worker(pair, nc)
+            assert await publish_then_drain(nc, pub) == list(range(50))
     run(main())
 
 

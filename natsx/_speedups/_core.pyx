@@ -615,6 +615,11 @@ cdef class Client:
     cdef public bint closed
     cdef public bint slow
     cdef public bint flush_pending
+    # Protocol tracing (natsx.server.trace): PUB/HPUB come back as events, and each event's
+    # op and raw argument are kept for the [TRC] line.
+    cdef public bint trace
+    cdef public int trace_op
+    cdef public object trace_arg
     cdef public long long max_payload
     cdef public long long max_control_line
     cdef public long long max_pending
@@ -685,6 +690,9 @@ cdef class Client:
         self.closed = False
         self.slow = False
         self.flush_pending = False
+        self.trace = False
+        self.trace_op = 0
+        self.trace_arg = None
         self.max_payload = 1048576
         self.max_control_line = 4096
         self.max_pending = 67108864
@@ -1256,10 +1264,13 @@ cdef class Client:
         cdef int nargs, op
         cdef unsigned char c0, c1
         cdef object buf
-        cdef bint routed = self.router is not None
+        cdef bint routed = self.router is not None and not self.trace
 
         if self._state == ST_CLOSED:
             return None
+        if self.trace:
+            self.trace_op = 0
+            self.trace_arg = None
         buf = self._buf
         if type(buf) is bytes:
             p = <const unsigned char*>PyBytes_AS_STRING(buf)
@@ -1367,6 +1378,9 @@ cdef class Client:
                 aend -= 1
             if aend - astart > self.max_control_line and op != _EV_PING and op != _EV_PONG and op != _EV_OK:
                 return self._max_control_line()
+            if self.trace:
+                self.trace_op = op
+                self.trace_arg = PyBytes_FromStringAndSize(<char*>p + astart, aend - astart)
 
             if op == _EV_PUB or op == -_EV_PUB:
                 # ---- PUB subject [reply] size  /  HPUB subject [reply] hdr total

@@ -153,7 +153,7 @@ class Client:
 
     __slots__ = ("cid", "router", "sublist", "account", "headers", "echo", "verbose",
                  "pedantic", "no_responders", "internal", "auth_pending", "closed", "slow",
-                 "flush_pending", "max_payload", "max_control_line", "max_pending", "inflight",
+                 "flush_pending", "trace", "trace_op", "trace_arg", "max_payload", "max_control_line", "max_pending", "inflight",
                  "perm_pub", "perm_deliver", "stall_target", "perm_replies", "subs", "conn", "in_msgs", "in_bytes", "out_msgs",
                  "out_bytes", "_out", "_buf", "_closed_parse", "_last_subject", "_last_result", "mapper",
                  "_last_genid", "_perm_cache", "account_name", "peer", "ring", "overflow",
@@ -175,6 +175,10 @@ class Client:
         self.closed = False
         self.slow = False
         self.flush_pending = False
+        # Protocol tracing (natsx.server.trace): see the compiled twin.
+        self.trace = False
+        self.trace_op = 0
+        self.trace_arg = None
         self.max_payload = 1048576
         self.max_control_line = 4096
         self.max_pending = 67108864
@@ -491,7 +495,10 @@ class Client:
         buf = self._buf
         n = len(buf)
         pos = 0
-        routed = self.router is not None
+        routed = self.router is not None and not self.trace
+        if self.trace:
+            self.trace_op = 0
+            self.trace_arg = None
         try:
             while pos < n:
                 c0 = buf[pos]
@@ -535,6 +542,9 @@ class Client:
                 if op not in _NO_MCL and aend - astart > self.max_control_line:
                     return self._close(ERR_MAX_CONTROL_LINE, REASON_MAX_CONTROL_LINE)
                 line = bytes(buf[astart:aend])
+                if self.trace:
+                    self.trace_op = op
+                    self.trace_arg = line
 
                 if op == EV_PUB or op == -EV_PUB:
                     args = _split_args(line)

@@ -222,6 +222,8 @@ class Monitor:
             varz["tls_required"] = True
         if tls_config is not None and tls_config.verify:
             varz["tls_verify"] = True
+        if varz.get("tls_required") and getattr(tls_config, "ocsp_peer_verify", False):
+            varz["tls_ocsp_peer_verify"] = True   # Go: with TLS required, ocsp_peer verify
         varz["max_connections"] = o.max_connections
         if o.max_subscriptions:
             varz["max_subscriptions"] = o.max_subscriptions

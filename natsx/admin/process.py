@@ -26,8 +26,8 @@ def run_admin(options, *, server_id: str, start_time: float, listener: socket.so
     # No "server: uvicorn" header: the Go server's monitor sends none.
     tls_kw = {}
     if options.https_port and options.tls_config is not None:
-        tls_kw = {"ssl_certfile": options.tls_config.cert_file,
-                  "ssl_keyfile": options.tls_config.key_file}
+        cert, key = options.tls_config.primary_pair   # with ``certs``: the first
+        tls_kw = {"ssl_certfile": cert, "ssl_keyfile": key}
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             server_header=False, **tls_kw)
     server = uvicorn.Server(config)
@@ -37,7 +37,7 @@ def run_admin(options, *, server_id: str, start_time: float, listener: socket.so
         tc = monitor.options.tls_config
         if tls_kw and tc is not None and config.ssl is not None:
             try:
-                config.ssl.load_cert_chain(tc.cert_file, tc.key_file)
+                config.ssl.load_cert_chain(*tc.primary_pair)
             except (OSError, ValueError):
                 pass   # the workers log the bad files; the old certificate stays
 

@@ -17,6 +17,11 @@ report is a separate call that takes the time from the caller.
 ``<url>/<account key>`` over HTTP when an account is first needed. The request blocks, so the
 server runs :meth:`URLResolver.fetch_blocking` in a thread; :meth:`URLResolver.fetch` only
 answers from what earlier fetches returned.
+With ``resolver_tls`` (the config's ``tls {}`` block, kept in :class:`ResolverConfig`) an
+``https`` URL is fetched with a client context built from it (natsx.server.tls.client_context,
+Go's GenTLSConfig with the CA file as the roots): the server is checked against that CA and
+its name, unless ``insecure``, and the block's certificate is offered as the client's.
+Without it, the system's roots, as Go's http client does.
 
 :class:`DirResolver` is the ``resolver { type: full|cache, dir: ... }`` block
 (DirAccResolver, CacheDirAccResolver): one ``<dir>/<account key>.jwt`` file per account,
@@ -142,6 +147,8 @@ class URLResolver:
     url: str
     timeout: float = FETCH_TIMEOUT
     _jwts: dict[str, str] = attrs.field(factory=dict, alias="jwts")
+    #: the ssl.SSLContext for https (``resolver_tls``); None: the system's defaults
+    ssl_context: object = None
 
     def __attrs_post_init__(self) -> None:
         if not self.url.endswith("/"):
@@ -170,7 +177,8 @@ class URLResolver:
         """
         url = self.url + name
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as resp:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=self.timeout,  # noqa: S310
+                                        context=self.ssl_context) as resp:
                 body = resp.read().decode("utf-8", "replace")
         except urllib.error.HTTPError as e:
             raise ResolverError(f'could not fetch <"{url}">: {e.code} {e.reason}') from None
@@ -357,6 +365,9 @@ class ResolverConfig:
     ttl: float = 0.0
     interval: float = 0.0
     timeout: float = 0.0
+    #: ``resolver_tls`` (natsx.server.tls.TLSConfigOpts) for a URL resolver; left out of the
+    #: comparison, as Go reloads it without counting it as a change of resolver
+    tls: object = attrs.field(default=None, eq=False)
 
     @property
     def is_dir(self) -> bool:
@@ -369,7 +380,15 @@ class ResolverConfig:
             ResolverError: a preload does not decode, or the directory is unusable.
         """
         if self.kind == "URL":
-            res = URLResolver(self.url, self.timeout or FETCH_TIMEOUT)
+            ctx = None
+            if self.tls is not None:
+                from natsx.server.tls import TLSSetupError, client_context
+
+                try:
+                    ctx = client_context(self.tls)
+                except TLSSetupError as e:
+                    raise ResolverError(str(e)) from None
+            res = URLResolver(self.url, self.timeout or FETCH_TIMEOUT, ssl_context=ctx)
             for name, token in (preload or {}).items():
                 res.store(name, token)
             return res

@@ -631,6 +631,8 @@ def dispatch(account: "Account", subject: bytes, reply, hdr, payload: bytes,
     """Run one API request and queue its response. With ``vet``, for a STREAM.CREATE or
     UPDATE, only the account-wide checks: True when they passed and nothing was
     answered; ``vetted``: the account's home made those checks already."""
+    if account.js.stopped:
+        return False    # JetStream was turned off by a reload: Go leaves requests unanswered
     tokens = subject.decode("utf-8", "surrogateescape").split(".")
     if len(tokens) > 3 and tokens[1] != "API" and tokens[2] == "API":
         # $JS.<domain>.API.> (Go maps it onto $JS.API.>).
@@ -646,6 +648,14 @@ def dispatch(account: "Account", subject: bytes, reply, hdr, payload: bytes,
     handler = _handler(tokens)
     if handler is None:
         return False
+    if account.enabled and not vetted:
+        # Go queues the request (a disabled account is answered at once): a full queue
+        # drops it unanswered (natsx.jetstream.queues). A request the home vetted was
+        # admitted there.
+        full = account.js.api_queue.admit(tokens)
+        if full:
+            account.js.api_limit_reached(full, 1)
+            return False
     global _publisher, _subject
     _publisher = publisher
     _subject = subject.decode("utf-8", "replace")

@@ -79,7 +79,8 @@ class Catalog:
             if known is not None and known[0] == key:
                 cfg = known[1]
             else:
-                meta = read_meta(path)
+                keys = account.meta_keys(name)
+                meta = read_meta(path) if keys is None else read_meta(path, keys)[0]
                 cfg = meta.get("config") if isinstance(meta, dict) else None
                 if not isinstance(cfg, dict):
                     continue

@@ -14,6 +14,9 @@ account-wide requests. It owns
   process, as in Go).
   Memory streams keep their config there too and come back empty, as in Go. Meta files are
   written to a temporary name, fsynced and renamed, so a crash leaves the old or the new one;
+  with ``jetstream { key }`` they are sealed, and the stream environments encrypted
+  (natsx.storage.crypt); a stream whose keys cannot be recovered is left out with Go's
+  "Error decrypting our stream metafile" warning;
 * one ``Account`` per account with JetStream (its streams, API counters and limits), which
   recovers every stream and consumer on start. As in Go's enableJetStreamAccounts, with no
   accounts configured the global account gets JetStream; otherwise the accounts whose
@@ -64,12 +67,14 @@ from natsx.jetstream.consumer import check_update as check_consumer_update
 from natsx.jetstream.consumer import ordered as ordered_consumer
 from natsx.jetstream.errors import ApiError, error
 from natsx.jetstream.events import Events
+from natsx.jetstream.queues import ApiQueue, rate_limit_warn
 from natsx.jetstream.serverlimits import ServerLimits
 from natsx.jetstream.settings import Settings
 from natsx.jetstream.shards import home, is_home, runs_stream, sharded
 from natsx.jetstream.stream import Stream, store_config
 from natsx.jetstream.util import subject_matches, subjects_collide
 from natsx.storage import LmdbStore, MemStore
+from natsx.storage.crypt import EncryptionError, cipher_name, open_file, seal_file
 
 log = logging.getLogger("natsx")
 
@@ -138,12 +143,14 @@ class Timers:
 
 # ------------------------------------------------------------------------------------- files
 
-def write_meta(path: str, data: dict) -> None:
-    """Write JSON durably: temp file, fsync, rename, fsync the directory."""
+def write_meta(path: str, data: dict, keys=None) -> None:
+    """Write JSON durably: temp file, fsync, rename, fsync the directory. ``keys``: sealed
+    with them (natsx.storage.crypt.seal_file) when the server encrypts at rest."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
+    raw = json.dumps(data).encode()
     with open(tmp, "wb") as f:
-        f.write(json.dumps(data).encode())
+        f.write(raw if keys is None else seal_file(keys, raw))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -154,12 +161,16 @@ def write_meta(path: str, data: dict) -> None:
         os.close(fd)
 
 
-def read_meta(path: str):
+def read_meta(path: str, keys=None):
+    """The JSON of a meta file, or None; with ``keys``, ``(data, rewrite)``: rewrite when it
+    must be sealed again (natsx.storage.crypt.open_file, which raises EncryptionError)."""
     try:
         with open(path, "rb") as f:
-            return json.loads(f.read())
+            raw, rewrite = open_file(keys, f.read())
+        data = json.loads(raw)
     except (OSError, ValueError):
-        return None
+        data = rewrite = None
+    return data if keys is None else (data, rewrite)
 
 
 # ------------------------------------------------------------------------------------- limits
@@ -345,15 +356,26 @@ class Account:
 
     # -- streams -------------------------------------------------------------------------------
 
+    def meta_keys(self, stream: str, consumer: str = ""):
+        """The keys of a stream's or a consumer's meta file (natsx.storage.crypt; Go's
+        contexts: the stream name, or stream name + "." + consumer name), or None."""
+        keyring = self.js.settings.keyring
+        if keyring is None:
+            return None
+        return keyring.for_stream(self.name, f"{stream}.{consumer}" if consumer else stream)
+
     def _open_store(self, cfg: dict):
         if cfg["storage"] == "memory":
             return MemStore(store_config(cfg))
+        # Encryption at rest (natsx.storage.crypt): file streams only, as in Go.
+        keyring = self.js.settings.keyring
+        keys = keyring.for_stream(self.name, cfg["name"]) if keyring is not None else None
         if self.js.raft is not None:
             # The raft process writes the environment (natsx.jetstream.raftlink).
             return self.js.raft.open_store(os.path.join(self.stream_dir(cfg["name"]), "msgs"),
-                                           store_config(cfg))
+                                           store_config(cfg), keys)
         return LmdbStore(os.path.join(self.stream_dir(cfg["name"]), "msgs"), store_config(cfg),
-                         sync=self.js.settings.sync_always)
+                         sync=self.js.settings.sync_always, keys=keys)
 
     def create_stream(self, cfg: dict, created: int | None = None, *, persist: bool = True,
                       vetted: bool = False) -> Stream:
@@ -370,7 +392,7 @@ class Account:
             self.js.raft.attach(stream)
         if persist:
             write_meta(os.path.join(self.stream_dir(cfg["name"]), "meta.inf"),
-                       {"config": cfg, "created": created})
+                       {"config": cfg, "created": created}, self.meta_keys(cfg["name"]))
         self.streams[cfg["name"]] = stream
         held = store.state().bytes
         self.js.used[cfg["storage"]] += held
@@ -411,7 +433,7 @@ class Account:
 
     def update_stream(self, stream: Stream, cfg: dict) -> None:
         write_meta(os.path.join(self.stream_dir(stream.name), "meta.inf"),
-                   {"config": cfg, "created": stream.created})
+                   {"config": cfg, "created": stream.created}, self.meta_keys(stream.name))
         allow_direct = stream.cfg.get("allow_direct")
         old = stream.cfg
         stream.update_config(cfg)
@@ -554,7 +576,8 @@ class Account:
         if consumer.cfg.get("mem_storage"):
             return
         write_meta(os.path.join(self.stream_dir(consumer.stream.name), "obs", consumer.name,
-                                "meta.inf"), {"config": consumer.cfg, "created": consumer.created})
+                                "meta.inf"), {"config": consumer.cfg, "created": consumer.created},
+                   self.meta_keys(consumer.stream.name, consumer.name))
 
     def delete_consumer(self, stream: Stream, name: str, *, remove_files: bool = True) -> bool:
         consumer = stream.consumers.pop(name, None)
@@ -573,6 +596,23 @@ class Account:
 
     # -- recovery ------------------------------------------------------------------------------
 
+    def _recover_meta(self, path: str, keys, what: str):
+        """A meta file's JSON (None if missing or bad) on recovery, sealed again when it must
+        be (found in clear with a key set, or under the previous key or cipher); False, after
+        Go's warning, when it cannot be decrypted (natsx.storage.crypt)."""
+        try:
+            meta = read_meta(path, keys)
+        except EncryptionError as exc:
+            log.warning("  Error decrypting our %s metafile: %s", what, exc)
+            return False
+        if keys is None:
+            return meta
+        meta, rewrite = meta
+        if meta and rewrite:
+            # (A file stream's "Encrypting"/"Converting" notice comes from its store.)
+            write_meta(path, meta, keys)
+        return meta
+
     def recover(self) -> None:
         root = os.path.join(self.dir, "streams")
         try:
@@ -583,12 +623,19 @@ class Account:
         for sname in names:
             if not runs_stream(server, self.name, sname):
                 continue    # another worker runs it (natsx.jetstream.shards)
-            meta = read_meta(os.path.join(root, sname, "meta.inf"))
+            meta = self._recover_meta(os.path.join(root, sname, "meta.inf"),
+                                      self.meta_keys(sname), "stream")
+            if meta is False:
+                continue
             if not meta or "config" not in meta:
                 log.warning("JetStream: skipping stream directory %r without metadata", sname)
                 continue
             try:
                 stream = self.create_stream(meta["config"], meta.get("created"), persist=False)
+            except EncryptionError as exc:
+                # Go's text; the stream is left on disk and not loaded.
+                log.warning("  Error decrypting our stream metafile: %s", exc)
+                continue
             except Exception as exc:
                 log.error("JetStream: could not recover stream %r: %s", sname, exc)
                 continue
@@ -599,7 +646,8 @@ class Account:
             except OSError:
                 cnames = []
             for cname in cnames:
-                cmeta = read_meta(os.path.join(obs, cname, "meta.inf"))
+                cmeta = self._recover_meta(os.path.join(obs, cname, "meta.inf"),
+                                           self.meta_keys(sname, cname), "consumer")
                 if not cmeta or "config" not in cmeta:
                     continue
                 consumer = self._make_consumer(stream, cname, cmeta["config"],
@@ -640,8 +688,14 @@ class JetStream:
         self.outbox: list = []
         self.dirty: list = []
         self.signaled: list = []
+        self._others_used: dict = {}    # storage -> the other workers' bytes, this batch
         self.timers = Timers(server)
+        # The API requests of the current round, bounded (natsx.jetstream.queues).
+        self.api_queue = ApiQueue(self.settings.request_queue_limit,
+                                  self.settings.info_queue_limit)
         self._commit_wakeup: trio.Event | None = None
+        self._tasks_scope = trio.CancelScope()
+        self.stopped = False            # ``shutdown``: a reload turned JetStream off
         self.domain = self.settings.domain
         self.direct_subs: dict = {}
         self.events = Events(self)
@@ -670,18 +724,57 @@ class JetStream:
             log.info('  Store Directory: "%s"', self.store_dir)
             if st.domain:
                 log.info("  Domain:          %s", st.domain)
+            if st.keyring is not None:
+                log.info("  Encryption:      %s", cipher_name(st.keyring.cipher))
             log.info("  API Level:       %d", api.API_LEVEL)
             log.info("-------------------------------------------")
         self.server.batch_hooks.append(self.flush)
         self.server.sub_hooks.append(self.on_sub)
-        nursery.start_soon(self.timers.run)
         self._commit_wakeup = trio.Event()
-        nursery.start_soon(self._committer)
-        if self.raft is not None:
-            self.raft.start(nursery)
+        nursery.start_soon(self._run_tasks)
         if not st.sync_always:
             self.call_later(st.sync_interval / 1e9, self._sync_all)
         self.server.run_batch(self._enable_configured)
+
+    async def _run_tasks(self) -> None:
+        """The timers, the committer and the raft link, ended together by ``shutdown``."""
+        with self._tasks_scope:
+            async with trio.open_nursery() as tasks:
+                tasks.start_soon(self.timers.run)
+                tasks.start_soon(self._committer)
+                if self.raft is not None:
+                    self.raft.start(tasks)
+
+    def shutdown(self) -> None:
+        """Go's DisableJetStream (a reload turned JetStream off): every stream and consumer
+        stops (their files stay), the tasks end, and the API subscriptions stay with nobody
+        answering, so requests time out as Go's do."""
+        if self.stopped:
+            return
+        try:
+            self.flush()
+        except Exception:
+            log.exception("JetStream: final flush failed")
+        self.stopped = True
+        for account in self.accounts.values():
+            self._stop_streams(account)
+        self.dirty = []
+        self.server_limits.publish()
+        for hooks, fn in ((self.server.batch_hooks, self.flush),
+                          (self.server.sub_hooks, self.on_sub)):
+            if fn in hooks:
+                hooks.remove(fn)
+        self._commit_wakeup = None
+        self._tasks_scope.cancel()
+        if self.raft is not None:
+            self.raft.client.close()    # the next JetStream opens its own channel
+
+    def unsubscribe_api(self) -> None:
+        """After ``shutdown``, before another JetStream takes over: the API subscriptions go."""
+        for account in list(self.accounts.values()) + list(self.disabled.values()):
+            for sub in account.api_subs:
+                self.server.internal_unsubscribe(account.name, sub)
+            account.api_subs = []
 
     def _enable_configured(self) -> None:
         """Go's enableJetStreamAccounts: with no accounts configured the global account gets
@@ -770,18 +863,7 @@ class JetStream:
         if account is not None:
             for sub in account.api_subs:
                 self.server.internal_unsubscribe(name, sub)
-            for stream in list(account.streams.values()):
-                stream.closed = True
-                stream.unsubscribe()
-                self.unsubscribe_direct(stream)
-                for c in list(stream.consumers.values()):
-                    for sub in getattr(c, "subs", ()):
-                        self.server.internal_unsubscribe(name, sub)
-                    c.stop(delete=False)
-                if stream.dirty:
-                    stream.commit()
-                self.used[stream.cfg["storage"]] -= stream.store.state().bytes
-                stream.store.stop()
+            self._stop_streams(account)
             self.dirty = [s for s in self.dirty if s.account is not account]
             self.server_limits.publish()
         if account is not None and account.shared is not None:
@@ -790,6 +872,22 @@ class JetStream:
         if name not in self.disabled:
             stub = self.disabled[name] = Account(self, name, enabled=False)
             self._subscribe_api(stub)
+
+    def _stop_streams(self, account: Account) -> None:
+        """Stops the streams and consumers of ``account``; their files stay, as in Go."""
+        name = account.name
+        for stream in list(account.streams.values()):
+            stream.closed = True
+            stream.unsubscribe()
+            self.unsubscribe_direct(stream)
+            for c in list(stream.consumers.values()):
+                for sub in getattr(c, "subs", ()):
+                    self.server.internal_unsubscribe(name, sub)
+                c.stop(delete=False)
+            if stream.dirty:
+                stream.commit()
+            self.used[stream.cfg["storage"]] -= stream.store.state().bytes
+            stream.store.stop()
 
     def _drop_disabled(self, name: str) -> None:
         stub = self.disabled.pop(name, None)
@@ -850,8 +948,15 @@ class JetStream:
 
     def limits_exceeded(self, storage: str) -> bool:
         """Go's js.limitsExceeded: the server stores more than its limit for ``storage``
-        (summed over the workers)."""
-        return self.server_limits.exceeded(storage)
+        (summed over the workers). The other workers' figures are read once per batch
+        (``flush`` forgets them), this worker's own is always current: a batch of
+        publishes costs one walk of the shared table, and is refused exactly where the
+        limit falls among them."""
+        used = self.used
+        others = self._others_used.get(storage)
+        if others is None:
+            others = self._others_used[storage] = used.total(storage) - used[storage]
+        return others + used[storage] > self.server_limits._max(storage)
 
     def _sync_all(self) -> None:
         """``sync_interval``: flush every file store's commits to disk, then re-arm."""
@@ -888,6 +993,8 @@ class JetStream:
     def flush(self) -> None:
         """The worker's batch hook: deliver, commit (group commit), then send."""
         self.epoch += 1     # a new batch (natsx.jetstream.catalog)
+        if self._others_used:
+            self._others_used = {}
         if not (self.signaled or self.dirty or self.outbox):
             return
         while self.signaled:
@@ -898,8 +1005,11 @@ class JetStream:
                 except Exception:
                     log.exception("JetStream: delivery for consumer %r failed", consumer.name)
         if self.dirty and self._commit_wakeup is not None and \
-                trio.lowlevel.current_statistics().tasks_runnable:
-            # Other tasks (readers) are ready to run in this round: commit after them.
+                trio.lowlevel.current_statistics().tasks_runnable and \
+                any(s.cfg["storage"] == "file" for s in self.dirty):
+            # Other tasks (readers) are ready to run in this round: commit after them, so
+            # what they bring shares the sync. A memory stream has no sync to share: its
+            # PubAcks leave at once.
             self._commit_wakeup.set()
             return
         self._commit_and_send()
@@ -924,14 +1034,33 @@ class JetStream:
             for account in {id(s.account): s.account for s in dirty}.values():
                 account.publish()
         outbox, self.outbox = self.outbox, []
+        self.api_queue.round_done()
         if self.raft is not None and self.raft.hold(dirty, outbox):
             return
         self.route(outbox)
 
+    def api_limit_reached(self, queue: str, dropped: int) -> None:
+        """Go's apiDispatch when a request finds its queue full: warn (rate limited) and
+        publish the API limit advisory in the system account."""
+        rate_limit_warn("%s limit reached, dropping %d requests" % (queue, dropped),
+                        key="%s limit reached, dropping %d requests")
+        from natsx.server.accounts import system_account_name
+
+        self.events.publish(system_account_name(self.server.options),
+                            "$JS.EVENT.ADVISORY.API.LIMIT_REACHED",
+                            "io.nats.jetstream.advisory.v1.api_limit_reached",
+                            {"server": self.server.server_name, "dropped": dropped},
+                            domain_before="dropped")
+
     def route(self, outbox: list) -> None:
         server = self.server
+        routes = {}     # account -> its internal client's route, looked up once per batch
         for account, subject, reply, hdr, payload, deliver_as in outbox:
-            server.internal_client(account).publish(subject, reply, hdr, payload, deliver_as)
+            route = routes.get(account)
+            if route is None:
+                # InternalClient.publish is this call: one Python frame less per message.
+                route = routes[account] = server.internal_client(account).core.route
+            route(subject, reply, hdr, payload, deliver_as)
 
     # -- timers --------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from collections import deque
 import trio
 
 from natsx.raftd.client import RaftClient
+from natsx.storage.crypt import prepare_path
 from natsx.storage.lmdbstore import DEFAULT_MAP_SIZE
 from natsx.storage.raftlmdb import RaftLmdbStore
 
@@ -41,11 +42,14 @@ class RaftLink:
         nursery.start_soon(self.client.run)
         nursery.start_soon(self._sender)
 
-    def open_store(self, path: str, cfg) -> RaftLmdbStore:
+    def open_store(self, path: str, cfg, keys=None) -> RaftLmdbStore:
+        """``keys``: the stream's encryption keys (natsx.storage.crypt), set up (or the
+        environment converted) before the raft process opens it."""
+        codec = prepare_path(path, keys)
         st = self.js.settings
         group = self.client.open(path, DEFAULT_MAP_SIZE,
                                  0 if st.sync_always else max(int(st.sync_interval), 1))
-        return RaftLmdbStore(path, cfg, group)
+        return RaftLmdbStore(path, cfg, group, codec)
 
     def attach(self, stream) -> None:
         """Writes of ``stream`` made outside a batch join the round's commit."""

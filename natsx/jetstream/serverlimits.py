@@ -23,6 +23,9 @@ shared table (natsx.server.mesh.PeerTable, ``JS_FIELDS``) and checks the sum:
   figures again as it recovers its accounts.
 
 Without a shared table (a worker run on its own) the figures are the worker's alone.
+
+The limits themselves are read from the worker's settings at every check, so a reload that
+raises them (natsx.server.reload.apply_jetstream, in every worker) holds from the next one.
 """
 from __future__ import annotations
 

@@ -52,6 +52,15 @@ class ServerLimits:
     duplicates: int = 0              # ns
 
 
+def _keyring(cfg: dict):
+    """``key``/``prev_key``/``cipher`` as a Keyring (natsx.storage.crypt), or None."""
+    if not cfg.get("key"):
+        return None
+    from natsx.storage.crypt import Keyring
+
+    return Keyring(cfg["key"], cfg.get("cipher") or "chachapoly", cfg.get("prev_key") or "")
+
+
 @attrs.define
 class Settings:
     store_dir: str
@@ -65,9 +74,14 @@ class Settings:
     # dynJetStreamConfig builds the config afresh, without it.
     compress_ok: bool = False
     unique_tag: str = ""
+    # The ingest queue of every stream and the API queues (natsx.jetstream.queues).
     max_buffered_msgs: int = 0
     max_buffered_size: int = 0
+    request_queue_limit: int = 0
+    info_queue_limit: int = 0
     limits: ServerLimits = attrs.Factory(ServerLimits)
+    # Encryption at rest of file streams (natsx.storage.crypt), None when no key is set.
+    keyring: object = attrs.field(default=None, repr=False)
 
     @classmethod
     def from_options(cls, options) -> "Settings":
@@ -94,10 +108,13 @@ class Settings:
                    unique_tag=cfg.get("unique_tag", "") or "",
                    max_buffered_msgs=cfg.get("max_buffered_msgs", 0) or 0,
                    max_buffered_size=cfg.get("max_buffered_size", 0) or 0,
+                   request_queue_limit=cfg.get("request_queue_limit", 0) or 0,
+                   info_queue_limit=cfg.get("info_queue_limit", 0) or 0,
                    limits=ServerLimits(max_ack_pending=lim.get("max_ack_pending", 0) or 0,
                                        max_request_batch=lim.get("max_request_batch", 0) or 0,
                                        max_ha_assets=lim.get("max_ha_assets", 0) or 0,
-                                       duplicates=lim.get("duplicate_window", 0) or 0))
+                                       duplicates=lim.get("duplicate_window", 0) or 0),
+                   keyring=_keyring(cfg))
 
     def to_json(self) -> dict:
         """Go's JetStreamConfig JSON (``/jsz`` ``config``, ``$SYS`` JetStream info)."""

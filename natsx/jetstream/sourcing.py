@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from natsx.jetstream.util import (SubjectTransform, add_headers, get_header, parse_rfc3339,
                                   subject_matches)
-from natsx.storage import ErrSequenceMismatch, StoreError
+from natsx.storage import ErrSequenceMismatch, StoreError, crypt
 from natsx.storage.lmdbstore import LmdbReader
 
 if TYPE_CHECKING:
@@ -46,15 +46,26 @@ class _RemoteOrigin:
     environment per process, so the feeds of a worker share one per origin (``_readers``),
     reopened when the origin was deleted and created again."""
 
-    def __init__(self, path: str, created) -> None:
+    def __init__(self, path: str, created, keys) -> None:
         self.path = path
         self.created = created
-        self.store = _Reader(path)
+        self.keys = keys
+        self.store = self._open()
+
+    def _open(self) -> "_Reader":
+        store = _Reader(self.path)
+        try:
+            # An encrypted origin (natsx.storage.crypt): its stream key opens its records.
+            store._use_codec(crypt.reader_codec(store._env, self.keys))
+        except Exception:
+            store.close()
+            raise
+        return store
 
     def renew(self, created) -> None:
         if created != self.created:
             self.store.close()
-            self.store = _Reader(self.path)
+            self.store = self._open()
             self.created = created
 
 
@@ -77,6 +88,12 @@ class _Reader(LmdbReader):
                 return seq
 
 
+def _stream_keys(account, name: str):
+    """The keys of stream ``name``'s records (not its meta file), or None."""
+    keyring = account.js.settings.keyring
+    return keyring.for_stream(account.name, name) if keyring is not None else None
+
+
 def _remote_origin(target: "Stream", name: str):
     """The origin ``name`` when another worker runs it and it is a file stream."""
     import os
@@ -86,14 +103,17 @@ def _remote_origin(target: "Stream", name: str):
     account = target.account
     if account.catalog is None:
         return None
-    meta = read_meta(os.path.join(account.stream_dir(name), "meta.inf"))
+    keys = account.meta_keys(name)
+    meta_path = os.path.join(account.stream_dir(name), "meta.inf")
+    meta = read_meta(meta_path) if keys is None else read_meta(meta_path, keys)[0]
     if not meta or (meta.get("config") or {}).get("storage", "file") != "file":
         return None
     path = os.path.join(account.stream_dir(name), "msgs")
     try:
         origin = _readers.get(path)
         if origin is None:
-            origin = _readers[path] = _RemoteOrigin(path, meta.get("created"))
+            origin = _readers[path] = _RemoteOrigin(path, meta.get("created"),
+                                                    _stream_keys(account, name))
         else:
             origin.renew(meta.get("created"))
         return origin

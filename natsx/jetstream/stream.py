@@ -25,6 +25,8 @@ import time
 from typing import TYPE_CHECKING
 
 from natsx.jetstream.errors import ApiError, error
+from natsx.jetstream.queues import (TOO_MANY_REQUESTS_HDR, IngestQueue, ingest_limits,
+                                    rate_limit_warn)
 from natsx.jetstream.util import (NS, SubjectTransform, add_headers, get_header, go_duration,
                                   is_subset_match, is_valid_name, is_valid_subject,
                                   parse_go_duration, rfc3339, subject_matches, subjects_collide)
@@ -377,6 +379,10 @@ class Stream:
             self._pub_ack = b'{"stream":%s,"seq":' % json.dumps(self.name).encode()
         self._compile_transforms()
         store.register_storage_updates(self._on_storage_update)
+        # What was captured and is not yet committed, bounded as Go bounds mset.msgs
+        # (natsx.jetstream.queues; ``group``: the raft group confirming the commits).
+        self.ingest = IngestQueue(*ingest_limits(self.js.settings))
+        self._group = getattr(store, "group", None)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -409,6 +415,11 @@ class Stream:
         if self.dirty:
             self.dirty = False
             self.store.commit_batch()
+        group = self._group
+        if group is None:
+            self.ingest.committed()
+        else:
+            self.ingest.committed(self.store.last_proposal, group.confirmed)
 
     def rebuild_dedupe(self) -> None:
         """After recovery: the message ids still inside the window (Go rebuildDedupe)."""
@@ -443,7 +454,25 @@ class Stream:
     def _on_publish(self, subject: bytes, reply, hdr, payload: bytes, publisher) -> None:
         if self.closed:
             return
+        group = self._group
+        if not self.ingest.admit(len(subject) + len(reply or b"") + len(hdr or b"") +
+                                 len(payload), group.confirmed if group is not None else 0):
+            return self._too_many_requests(reply)
         self.process_msg(subject.decode("utf-8", "surrogateescape"), reply, hdr, payload)
+        if not self.dirty:
+            self.ingest.committed()     # refused: nothing of it waits for a commit
+
+    def _too_many_requests(self, reply) -> None:
+        """Go's queueInbound when the ingest queue is full: the publish is dropped."""
+        rate_limit_warn("Dropping messages due to excessive stream ingest rate on '%s' > '%s': "
+                        "%s" % (self.account.name, self.name,
+                                "IPQ len limit reached" if self.ingest.max_msgs and
+                                self.ingest.msgs >= self.ingest.max_msgs
+                                else "IPQ size limit reached"))
+        if reply:
+            body = json.dumps({"error": error("JSStreamTooManyRequests").to_json(),
+                               "stream": self.name, "seq": 0}, separators=(",", ":")).encode()
+            self.js.send(self.account.name, reply, None, body, hdr=TOO_MANY_REQUESTS_HDR)
 
     def process_msg(self, subject: str, reply, hdr, payload: bytes) -> None:
         """Go's processJetStreamMsg for a publish on one of the stream's subjects."""
@@ -572,17 +601,23 @@ class Stream:
             self._prune_dedupe(ts)
         if rollup and stored:
             self.purge(subject if rollup == b"sub" else "", seq, 0)
-        self._respond(reply, self._pub_ack + b"%d}" % seq)
+        if reply and not self.cfg.get("no_ack"):
+            # JetStream.send, inlined: this runs for every publish.
+            self.js.outbox.append((self.account.name, reply, None, None,
+                                   self._pub_ack + b"%d}" % seq, None))
         if stored:
             self.notify_stored(seq, subject)
 
     def notify_stored(self, seq: int, subject: str) -> None:
         """A message was stored: wake the consumers and the streams sourcing from us."""
-        for c in self.consumers.values():
-            c.on_new_msg(seq, subject)
+        if self.consumers:
+            for c in self.consumers.values():
+                c.on_new_msg(seq, subject)
         for feed in self.account.feeds_from(self.name):
             feed.signal()
-        self.js.arm_expiry(self)
+        if self.expiry_timer is None and (self.cfg.get("max_age") or
+                                          self.cfg.get("allow_msg_ttl")):
+            self.js.arm_expiry(self)
 
     def store_sourced(self, subject: str, hdr: bytes, payload: bytes) -> None:
         """Append a message copied from a source stream (natsx.jetstream.sourcing)."""

@@ -6,7 +6,9 @@ One ``RaftClient`` per worker, one ``RaftGroup`` per file stream the worker owns
 dropping a group are rare (stream create, delete, recovery) and synchronous: a blocking round
 trip. Proposals are asynchronous: ``propose`` numbers the group's next entry, keeps it in
 ``inflight`` and sends it; the reader task (``run``) takes the answers, and ``wait(group,
-index)`` returns once that entry is durable (True) or refused (False).
+index)`` returns once that entry is durable (True) or refused (False). Durable is not yet in
+LMDB: the raft process's applier follows its log and says so (``applied``); the store keeps
+what LMDB does not show yet in its overlay until then (natsx.storage.raftlmdb).
 
 When the raft process dies, the reader sees the channel close and reconnects (the supervisor
 keeps the socket bound and restarts the process). It reopens every group, learns from each the
@@ -36,7 +38,7 @@ class RaftError(Exception):
 
 class RaftGroup:
     __slots__ = ("client", "path", "map_size", "sync_interval", "gid", "epoch", "next_index", "confirmed",
-                 "inflight", "errors", "closed")
+                 "inflight", "errors", "refused", "applied", "closed")
 
     def __init__(self, client: "RaftClient", path: str, map_size: int,
                  sync_interval: int = 0) -> None:
@@ -48,8 +50,10 @@ class RaftGroup:
         self.epoch = 0
         self.next_index = 1
         self.confirmed = 0
-        self.inflight: dict[int, list] = {}
+        self.inflight: dict[int, bytes] = {}     # index -> its operations (encode_ops)
         self.errors: dict[int, str] = {}
+        self.refused = 0        # how many entries were refused so far
+        self.applied = 0        # entries up to this one are in LMDB (confirmed: durable)
         self.closed = False
 
     def propose(self, ops: list) -> int:
@@ -139,6 +143,8 @@ class RaftClient:
     def _adopt(self, group: RaftGroup, gid: int, epoch: int, applied: int) -> None:
         group.gid, group.epoch = gid, epoch
         self.groups[gid] = group
+        # The raft process answers "opened" once LMDB holds every durable entry.
+        group.applied = max(group.applied, applied)
         if group.next_index == 1 and not group.inflight:
             group.next_index = applied + 1
             group.confirmed = applied
@@ -146,8 +152,10 @@ class RaftClient:
         for index in [i for i in group.inflight if i <= applied]:
             del group.inflight[index]
             group.confirmed = max(group.confirmed, index)
-        for index, ops in group.inflight.items():
-            self._send(["prop", gid, epoch, index, ops])
+        for index, blob in group.inflight.items():
+            if not isinstance(blob, bytes):
+                blob = group.inflight[index] = P.encode_ops(blob)
+            self._send_raw(P.prop_frame(gid, epoch, index, blob))
         self._notify()
 
     def _open_raw(self, group: RaftGroup, deadline: float) -> tuple[int, int, int]:
@@ -176,10 +184,13 @@ class RaftClient:
         return self._replies.pop(req)
 
     def _send(self, msg: list) -> None:
+        self._send_raw(P.frame(msg))
+
+    def _send_raw(self, data: bytes) -> None:
         if self.sock is None:
             return
         try:
-            self.sock.sendall(P.frame(msg))
+            self.sock.sendall(data)
         except OSError:
             self._disconnect()
 
@@ -225,9 +236,9 @@ class RaftClient:
     def propose(self, group: RaftGroup, ops: list) -> int:
         index = group.next_index
         group.next_index += 1
-        group.inflight[index] = ops
+        blob = group.inflight[index] = P.encode_ops(ops)
         if self.sock is not None and self.groups.get(group.gid) is group:
-            self._send(["prop", group.gid, group.epoch, index, ops])
+            self._send_raw(P.prop_frame(group.gid, group.epoch, index, blob))
         return index
 
     async def wait(self, group: RaftGroup, index: int) -> bool:
@@ -255,9 +266,14 @@ class RaftClient:
                 log.error("JetStream: raft refused entry %d of %s: %s", index, group.path,
                           msg[3])
                 group.errors[index] = msg[3]
+                group.refused += 1
             if index > group.confirmed:
                 group.confirmed = index
             self._notify()
+        elif kind == "applied":
+            group = self.groups.get(msg[1])
+            if group is not None and msg[2] > group.applied:
+                group.applied = msg[2]
         elif kind in ("opened", "dropped"):
             self._replies[msg[1]] = msg
 

@@ -7,26 +7,37 @@ connect to it (``natsx.raftd.client``) and the socket stays bound while this pro
 so a worker reconnecting after a crash waits in the backlog instead of being refused.
 
 Each open stream environment is a ``Group``: a RAFT group (``natsx.raft.RawNode``) whose only
-member is this server, its in-memory raft log, and the LMDB environment that is its state
-machine. The loop is single-threaded (selectors): it reads every ready connection, queues the
-proposals per group in arrival order, and then, once per round, for every group with work:
+member is this server, its in-memory raft log, its write-ahead log (wal.py) and the LMDB
+environment that is its state machine. The loop is single-threaded (selectors): it reads
+every ready connection, queues the proposals per group in arrival order, and then, once per
+round, for every group with work:
 
 1. proposes each entry to the group's RawNode and runs the Ready cycle (append to the raft
    log, commit — immediate with one member),
-2. applies the committed entries to LMDB in one write transaction (the physical operations of
-   each proposal, then the group's ``raft`` meta record: epoch and last applied index),
-3. commits that transaction with an fsync (group commit: one sync per group per round,
-   whatever number of proposals arrived meanwhile), and only then
-4. answers every proposal ``ok``.
+2. appends the committed entries to the write-ahead log and flushes it (``fdatasync``: group
+   commit, one flush per group per round, whatever number of proposals arrived meanwhile),
+3. answers every proposal ``ok``, and hands the entries to the applier.
 
-The raft log is kept in memory and compacted after each apply: with a single member the LMDB
-commit is the durable point, and the ``applied`` index stored in the same transaction tells a
+The applier thread applies them to LMDB in one write transaction per batch (the physical
+operations of each proposal, then the group's ``raft`` meta record: epoch and last applied
+index), committed with LMDB's own sync, and then tells the writer ``applied``: until then the
+worker keeps those entries in its store's overlay (natsx.storage.raftlmdb). py-lmdb lets go
+of the GIL while it commits, so the loop goes on logging the next rounds meanwhile. A log
+flush costs a fraction of an LMDB sync (one sequential write to blocks already allocated,
+against pages spread over a growing file and two flushes), and the answer waits for the log
+only. Before a (new) writer opens a group, LMDB catches up with its log (``flush``): the writer
+reads its state from LMDB.
+
+The raft log is kept in memory and compacted after each round: with a single member the
+write-ahead log is the durable point, and the ``applied`` index that LMDB stores tells a
 reconnecting worker which proposals to send again (protocol.py). Clustering replaces the
-membership and gives the log a disk, not this code path.
+membership, not this code path. With the explicit ``sync_interval`` trade there is no
+write-ahead log: the loop applies each round to LMDB itself, synced that often.
 
 Killed with SIGKILL, the process loses nothing that was answered: answers leave only after the
-sync. The supervisor restarts it; workers reconnect, reopen their groups and resend what was not
-yet applied.
+log's flush. The supervisor restarts it; workers reconnect and reopen their groups: opening a
+group applies what its log holds beyond LMDB's ``applied`` index first; the workers then
+resend what was not yet durable.
 
 Liveness: the loop bumps a heartbeat counter in the supervisor's shared table (``beat``, at
 least once a second: the select waits one second at most). A process that stops bumping it
@@ -43,30 +54,37 @@ import shutil
 import signal
 import socket
 import struct
+import threading
 import time
+from collections import deque
 
-import cbor2
 import lmdb
 
 from natsx.raft import Config, MemoryStorage, RawNode
 from natsx.raftd import protocol as P
+from natsx.raftd.wal import MAX_SIZE as WAL_MAX
+from natsx.raftd.wal import Wal
+from natsx.raftd.wal import record as wal_record
 from natsx.supervisor import childsignals
 from natsx.storage.lmdbstore import _MAX_DBS, _open_dbs, DEFAULT_MAP_SIZE, FORMAT
 
 log = logging.getLogger("natsx")
 
 _RAFT = struct.Struct("<QQ")      # meta/raft: epoch, last applied proposal index
+_INDEX = struct.Struct("<Q")      # a log entry: the proposal index, then its operations' blob
 STOP_GRACE = 5.0
+WAL_NAME = "raft.wal"
 
 
 class Group:
-    """One stream environment and its single-member RAFT group."""
+    """One stream environment, its single-member RAFT group and its write-ahead log."""
 
     def __init__(self, gid: int, path: str, map_size: int, sync_interval: int = 0) -> None:
         self.gid = gid
         self.path = path
-        # 0: every commit is synced before it is answered (the default); otherwise the
-        # explicit ``sync_interval`` trade: commits are synced that often (``sync_due``).
+        # 0: every commit is durable before it is answered (the default): in the log
+        # (wal.py), LMDB following; otherwise the explicit ``sync_interval`` trade: no log,
+        # LMDB commits are synced that often (``sync_due``).
         self.sync_interval = sync_interval / 1e9
         self.sync_at = None
         os.makedirs(path, exist_ok=True)
@@ -81,18 +99,46 @@ class Group:
             raw = txn.get(b"raft", db=meta)
             self.epoch, self.applied = _RAFT.unpack(raw) if raw else (0, 0)
         self.env = env
+        self.lock = threading.Lock()            # pending, applied, durable
+        self.writing = threading.Lock()         # one LMDB write transaction at a time
+        self.pending: list = []                 # (index, blob) durable, not yet in LMDB
+        self.conn = None                        # the writer's channel ("applied" notices)
+        self.wal = None
+        wal_path = os.path.join(path, WAL_NAME)
+        if not sync_interval or os.path.exists(wal_path):
+            try:
+                self.wal = Wal(wal_path)
+                # Entries the log made durable before a crash that LMDB had not taken yet
+                # (also when this run trades the log away: they were acknowledged).
+                lost = self.wal.recover(self.applied)
+                if lost:
+                    self._apply([P.decode_ops(blob) for _i, blob in lost], lost[-1][0])
+                    env.sync(True)
+                if sync_interval:
+                    self.wal.close()
+                    self.wal = None
+            except BaseException:
+                if self.wal is not None:
+                    self.wal.close()
+                env.close()
+                raise
+        self.durable = self.applied
         self.storage = MemoryStorage()
         self.node = RawNode(Config(id=1), self.storage, peers=[1])
         self._cycle()
-        self.queue: list = []           # (conn, epoch, index, ops) in arrival order
+        self.queue: list = []           # (conn, epoch, index, blob) in arrival order
 
-    def reopen(self) -> tuple[int, int]:
-        """A new writer: bump the epoch (durably) so the old one's proposals are refused."""
-        self.epoch += 1
-        # Reader slots of a worker that died would pin old pages until cleared.
-        self.env.reader_check()
-        with self.env.begin(write=True) as txn:
-            txn.put(b"raft", _RAFT.pack(self.epoch, self.applied), db=self.dbs[P.DB_META])
+    def reopen(self, conn=None) -> tuple[int, int]:
+        """A new writer: LMDB catches up with the log (the writer reads its state there),
+        and the epoch is bumped (durably) so the old writer's proposals are refused."""
+        self.flush()
+        with self.writing:
+            self.epoch += 1
+            # Reader slots of a worker that died would pin old pages until cleared.
+            self.env.reader_check()
+            with self.env.begin(write=True) as txn:
+                txn.put(b"raft", _RAFT.pack(self.epoch, self.applied), db=self.dbs[P.DB_META])
+        self.conn = conn
         return self.epoch, self.applied
 
     def _cycle(self) -> list:
@@ -109,63 +155,123 @@ class Group:
         return committed
 
     def run(self) -> list:
-        """Commits and applies the queued proposals; returns the answers to send."""
+        """Commits the queued proposals (durably); returns the answers to send."""
         queue, self.queue = self.queue, []
         try:
             return self._run(queue)
         except Exception as exc:
-            log.exception("raft: applying to %s failed", self.path)
+            log.exception("raft: committing to %s failed", self.path)
             return [(c, ["err", self.gid, i, str(exc)]) for c, _e, i, _o in queue]
 
     def _run(self, queue: list) -> list:
         answers = []
         accepted = {}
-        for conn, epoch, index, ops in queue:
+        durable = self.durable
+        for conn, epoch, index, blob in queue:
             if epoch != self.epoch:
                 answers.append((conn, ["err", self.gid, index, "stale epoch"]))
-            elif index <= self.applied or index in accepted:
+            elif index <= durable or index in accepted:
                 answers.append((conn, ["ok", self.gid, index]))
-            elif index != self.applied + 1 + len(accepted):
+            elif index != durable + 1 + len(accepted):
                 answers.append((conn, ["err", self.gid, index, "out of order"]))
             else:
                 accepted[index] = conn
                 # The entry is the proposal itself: what is applied is what was committed.
-                self.node.propose(cbor2.dumps([index, ops]))
+                self.node.propose(_INDEX.pack(index) + blob)
         if not accepted:
             return answers
-        entries = [cbor2.loads(e.data) for e in self._cycle()]
+        entries = [e.data for e in self._cycle()]
+        done = [_INDEX.unpack_from(data)[0] for data in entries]
         if entries:
-            self._apply([ops for _index, ops in entries], entries[-1][0])
+            blobs = [memoryview(data)[_INDEX.size:] for data in entries]
+            if self.wal is not None:
+                self._log(done, blobs)
+            else:
+                self._apply([P.decode_ops(b) for b in blobs], done[-1])
+                self.durable = done[-1]
+                answers.append((self.conn, ["applied", self.gid, done[-1]]))
         self.storage.compact(self.storage.last_index())
-        done = {index for index, _ops in entries}
+        done = set(done)
         for index, conn in accepted.items():
             answers.append((conn, ["ok", self.gid, index] if index in done
                             else ["err", self.gid, index, "not committed"]))
         return answers
 
+    def _log(self, indexes: list, blobs: list) -> None:
+        """Makes entries durable in the log and leaves them to the applier."""
+        wal = self.wal
+        if wal.offset:
+            if wal.offset > WAL_MAX:
+                self.flush()    # LMDB catches up, so the log can start over
+            with self.lock:
+                if self.applied == self.durable:
+                    wal.reset()
+        start = wal.offset
+        try:
+            wal.append([wal_record(i, b) for i, b in zip(indexes, blobs)])
+            wal.sync()
+        except BaseException:
+            # Not durable, so refused: the next attempt overwrites them (a scan must not
+            # find these records ahead of the ones that replace them).
+            wal.offset = start
+            raise
+        with self.lock:
+            self.pending.extend((i, bytes(b)) for i, b in zip(indexes, blobs))
+            self.durable = indexes[-1]
+
+    def apply_pending(self) -> int:
+        """The applier's step: what the log holds and LMDB not yet, in one synced
+        transaction; returns the last index applied (0: nothing to do)."""
+        with self.writing:
+            with self.lock:
+                pending, self.pending = self.pending, []
+            if not pending or self.env is None:
+                return 0
+            try:
+                self._apply([P.decode_ops(blob) for _i, blob in pending], pending[-1][0])
+            except BaseException:
+                with self.lock:
+                    self.pending[:0] = pending
+                raise
+        return pending[-1][0]
+
+    def flush(self) -> None:
+        """Until LMDB holds everything the log does: applies what the applier has not
+        taken yet, or waits for the batch it is applying."""
+        while True:
+            with self.lock:
+                if self.applied >= self.durable:
+                    return
+            self.apply_pending()
+
     def _apply(self, batches: list, last: int) -> None:
         dbs = self.dbs
+        OP_PUT, OP_DEL, OP_DEL_DUP, OP_DROP = P.OP_PUT, P.OP_DEL, P.OP_DEL_DUP, P.OP_DROP
         while True:
             try:
                 with self.env.begin(write=True) as txn:
+                    put, delete = txn.put, txn.delete
                     for ops in batches:
                         for op, db, key, value in ops:
                             d = dbs[db]
-                            if op == P.OP_PUT:
-                                txn.put(key, value, db=d)
-                            elif op == P.OP_DEL:
-                                txn.delete(key, db=d)
-                            elif op == P.OP_DEL_DUP:
-                                txn.delete(key, value, db=d)
-                            elif op == P.OP_DROP:
+                            if op == OP_PUT:
+                                put(key, value, db=d)
+                            elif op == OP_DEL:
+                                delete(key, db=d)
+                            elif op == OP_DEL_DUP:
+                                delete(key, value, db=d)
+                            elif op == OP_DROP:
                                 txn.drop(d, delete=False)
+                            else:
+                                raise ValueError(f"unknown operation {op!r}")
                     txn.put(b"raft", _RAFT.pack(self.epoch, last), db=dbs[P.DB_META])
                 if self.sync_interval and self.sync_at is None:
                     self.sync_at = time.monotonic() + self.sync_interval
                 break
             except lmdb.MapFullError:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
-        self.applied = last
+        with self.lock:
+            self.applied = last
 
     def sync_due(self, now: float) -> None:
         if self.sync_at is not None and now >= self.sync_at:
@@ -173,9 +279,14 @@ class Group:
             self.env.sync(True)
 
     def close(self) -> None:
-        if self.sync_at is not None:
-            self.env.sync(True)
-        self.env.close()
+        self.flush()
+        with self.writing:
+            if self.sync_at is not None:
+                self.env.sync(True)
+            self.env.close()
+            self.env = None
+            if self.wal is not None:
+                self.wal.close()
 
 
 class Conn:
@@ -187,10 +298,13 @@ class Conn:
         self.alive = True
 
     def send(self, msg: list) -> None:
+        self.send_raw(P.frame(msg))
+
+    def send_raw(self, data: bytes) -> None:
         if not self.alive:
             return
         try:
-            self.sock.sendall(P.frame(msg))
+            self.sock.sendall(data)
         except OSError:
             self.alive = False
 
@@ -205,10 +319,58 @@ class RaftServer:
         self._next_gid = 1
         self.stopping = False
         self.reopen_logs = False
+        # The applier thread: LMDB takes what the logs made durable (Group.apply_pending),
+        # and tells the loop, which sends the "applied" notices.
+        self._work: set = set()
+        self._work_ready = threading.Condition()
+        self._applied: deque = deque()          # (group, index) for the loop to announce
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._applier = threading.Thread(target=self._apply_loop, name="raft-applier",
+                                         daemon=True)
+
+    def _apply_loop(self) -> None:
+        while True:
+            with self._work_ready:
+                while not self._work:
+                    self._work_ready.wait()
+                groups, self._work = self._work, set()
+            for group in groups:
+                try:
+                    last = group.apply_pending()
+                except Exception:
+                    log.exception("raft: applying to %s failed; retrying", group.path)
+                    time.sleep(0.1)
+                    with self._work_ready:
+                        self._work.add(group)
+                    continue
+                if last:
+                    self._applied.append((group, last))
+                    try:
+                        os.write(self._wake_w, b"\1")
+                    except BlockingIOError:
+                        pass
+
+    def _announce_applied(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        out: dict = {}
+        while self._applied:
+            group, last = self._applied.popleft()
+            if group.conn is not None and self.groups.get(group.gid) is group:
+                out.setdefault(group.conn, []).append(P.frame(["applied", group.gid, last]))
+        for conn, frames in out.items():
+            conn.send_raw(b"".join(frames))
 
     def serve(self) -> None:
         self.listener.setblocking(False)
         self.sel.register(self.listener, selectors.EVENT_READ, None)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, "applied")
+        self._applier.start()
         deadline = None
         while True:
             self.beat()
@@ -222,7 +384,7 @@ class RaftServer:
                 # them until every worker has gone (or for STOP_GRACE seconds).
                 if deadline is None:
                     deadline = time.monotonic() + STOP_GRACE
-                if len(self.sel.get_map()) <= 1 or time.monotonic() > deadline:
+                if len(self.sel.get_map()) <= 2 or time.monotonic() > deadline:
                     break
             try:
                 events = self.sel.select(0.1 if self.stopping else 1.0)
@@ -231,6 +393,8 @@ class RaftServer:
             for key, _ in events:
                 if key.data is None:
                     self._accept()
+                elif key.data == "applied":
+                    self._announce_applied()
                 else:
                     self._read(key.data)
             self._run_groups()
@@ -260,6 +424,7 @@ class RaftServer:
             conn.alive = False
             self.sel.unregister(conn.sock)
             conn.sock.close()
+            self._writer_gone(conn)
             return
         try:
             msgs = conn.decoder.feed(data)
@@ -278,6 +443,18 @@ class RaftServer:
                     conn.send(["opened" if msg[0] == "open" else "dropped", msg[1], 0, 0, 0,
                                str(exc)])
 
+    def _writer_gone(self, conn: Conn) -> None:
+        """A worker went away: what it proposed (and was answered) reaches LMDB now, before
+        its successor prepares the environment (natsx.storage.crypt) or opens it."""
+        self._run_groups()
+        for group in list(self.groups.values()):
+            if group.conn is conn:
+                group.conn = None
+                try:
+                    group.flush()
+                except Exception:
+                    log.exception("raft: applying to %s failed", group.path)
+
     def _handle(self, conn: Conn, msg: list) -> None:
         kind = msg[0]
         if kind == "prop":
@@ -286,6 +463,8 @@ class RaftServer:
             if group is None:
                 conn.send(["err", gid, index, "unknown group"])
             else:
+                if not isinstance(ops, bytes):
+                    ops = P.encode_ops(ops)     # a proposal framed as CBOR
                 group.queue.append((conn, epoch, index, ops))
         elif kind == "open":
             _, req, path, map_size, sync_interval = msg
@@ -303,7 +482,7 @@ class RaftServer:
                 self._next_gid += 1
                 self.groups[group.gid] = group
                 self.by_path[path] = group
-            epoch, applied = group.reopen()
+            epoch, applied = group.reopen(conn)
             conn.send(["opened", req, group.gid, epoch, applied, ""])
         elif kind == "drop":
             _, req, path, remove = msg
@@ -318,11 +497,22 @@ class RaftServer:
             conn.send(["dropped", req])
 
     def _run_groups(self) -> None:
+        out: dict = {}      # conn -> its answers of this round, sent with one write
+        logged = []
         for group in list(self.groups.values()):
             if not group.queue:
                 continue
             for conn, answer in group.run():
-                conn.send(answer)
+                if conn is not None:
+                    out.setdefault(conn, []).append(P.frame(answer))
+            if group.pending:
+                logged.append(group)
+        if logged:
+            with self._work_ready:
+                self._work.update(logged)
+                self._work_ready.notify()
+        for conn, frames in out.items():
+            conn.send_raw(b"".join(frames))
 
 
 def run_raft(listener: socket.socket, beat=None) -> int:

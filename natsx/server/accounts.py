@@ -109,11 +109,13 @@ class StreamImport:
 
 @attrs.frozen
 class ServiceImport:
-    """Requests sent here on ``to`` go to ``account`` on ``subject``."""
+    """Requests sent here on ``to`` go to ``account`` on ``subject``; ``share``: latency
+    events describe the requestor in full (natsx.server.latency)."""
 
     account: str
     subject: str
     to: str = ""
+    share: bool = False
 
 
 @attrs.define

@@ -190,9 +190,7 @@ for _feature, _keys in {
     "leaf nodes": "leaf leafnodes",
     "MQTT": "mqtt",
     "JetStream domains": "default_js_domain",
-    "operator (JWT) mode": "resolver_tls default_sentinel",
     "profiling": "prof_port prof_block_rate",
-    "trace length limits": "max_traced_msg_len",
     "proxies": "proxies proxy_protocol",
     "server metadata": "server_metadata",
     "feature flags": "feature_flags",
@@ -370,8 +368,8 @@ def _js_cipher(tk, v) -> str:
 def _jetstream(p: _Processor, key, tk, v) -> None:
     """``jetstream: true|"enabled"|{store_dir, max_mem, domain, ...}`` (Go: parseJetStream).
 
-    Every key of Go's block is applied (``natsx.jetstream.settings`` reads them) except
-    encryption at rest (``key``/``prev_key``) and ``tpm``, which this build refuses by name."""
+    Every key of Go's block is applied (``natsx.jetstream.settings`` reads them, encryption at
+    rest included: natsx.storage.crypt) except ``tpm``, which this build refuses by name."""
     if isinstance(v, bool):
         p.values["jetstream"] = v
         return
@@ -417,32 +415,46 @@ def _jetstream(p: _Processor, key, tk, v) -> None:
                 cfg["domain"] = _str(ktk, kv)
             elif name == "cipher":
                 cfg["cipher"] = _js_cipher(ktk, kv)
-            elif name in ("key", "ek", "encryption_key", "prev_key", "prev_ek",
-                          "prev_encryption_key"):
-                p.error(ktk, f"jetstream {k}: encryption at rest is not supported by this "
-                             "natsx build yet")
+            elif name in ("key", "ek", "encryption_key"):
+                cfg["key"] = _str(ktk, kv)
+            elif name in ("prev_key", "prev_ek", "prev_encryption_key"):
+                cfg["prev_key"] = _str(ktk, kv)
             elif name == "tpm":
                 p.error(ktk, f"jetstream {k}: TPM key storage is not supported by this "
                              "natsx build yet")
             elif name == "extension_hint":
+                # Clustering only: Go reads it (validateJetStreamOptions, with a cluster)
+                # to let a standalone server of a clustered setup extend another domain
+                # over a leafnode, and for the meta group's observer mode.
                 cfg["extension_hint"] = _str(ktk, kv)
             elif name == "limits":
                 cfg["limits"] = _js_limits(p, ktk, kv)
             elif name == "unique_tag":
+                # Clustering only for placement (Go spreads a stream's replicas over
+                # servers with distinct tags); a single server shows it in /jsz config.
                 cfg["unique_tag"] = _str(ktk, kv).strip().lower()
             elif name in ("max_outstanding_catchup", "max_buffered_size", "meta_compact_size"):
+                # max_buffered_size bounds a stream's ingest queue (natsx.jetstream.queues).
+                # Clustering only: max_outstanding_catchup (Go gcbOutMax, the bytes in
+                # flight while replicas catch up a stream) and meta_compact_size (when the
+                # meta group compacts its log).
                 cfg[name] = _storage_size(ktk, kv, name)
             elif name in ("max_buffered_msgs", "request_queue_limit", "info_queue_limit"):
+                # A stream's ingest queue and the API queues (natsx.jetstream.queues).
                 if not isinstance(kv, int) or isinstance(kv, bool):
                     raise _Fail(ktk, f'Expected a parseable size for "{k}", got {_gov(kv)}')
                 cfg[name] = kv
             elif name == "meta_compact":
+                # Clustering only, with meta_compact_sync: the meta group's log compaction.
                 if not isinstance(kv, int) or isinstance(kv, bool) or kv < 0:
                     raise _Fail(ktk, f'Expected an absolute size for "{k}", got {_gov(kv)}')
                 cfg[name] = kv
             elif name == "meta_compact_sync":
                 cfg[name] = _bool(ktk, kv)
             elif name == "max_concurrent_io":
+                # Go bounds its filestore's concurrent blocking disk I/O with it; nothing a
+                # client observes, and natsx's stream writes all go through the one raft
+                # process already.
                 if not isinstance(kv, int) or isinstance(kv, bool) or not 4 <= kv <= 8192:
                     raise _Fail(ktk, f'Expected an absolute size for "{k}" between 4 and '
                                      f"8192, got {_gov(kv)}")
@@ -1072,6 +1084,8 @@ def _account_import(p: _Processor, entry) -> tuple:
         raise _Fail(etk, f"Import Items should be a map with type entry, got {go_type_name(ev)}")
     kind = ""
     account = subject = prefix = to = ""
+    share = False
+    trace_tk = None
     for k, kraw in ev.items():
         ktk, kv = _split(kraw)
         key = k.lower()
@@ -1095,17 +1109,24 @@ def _account_import(p: _Processor, entry) -> tuple:
             prefix = _str(ktk, kv)
         elif key == "to":
             to = _str(ktk, kv)
-        elif key in ("share", "allow_trace"):
-            p.error(ktk, _not_yet(k, f"import {k}"))
+        elif key == "share":
+            share = _bool(ktk, kv)
+        elif key == "allow_trace":
+            trace_tk = ktk
         else:
             p.unknown(ktk, k)
     if not kind:
         raise _Fail(etk, "Expect a stream or service")
+    if trace_tk is not None:
+        # Go: message tracing may cross stream imports only.
+        if kind == "service":
+            raise _Fail(trace_tk, "Detected allow_trace directive on a non-stream")
+        p.error(trace_tk, _not_yet("allow_trace", "import allow_trace (message tracing)"))
     if kind == "stream":
         if prefix and to:
             raise _Fail(etk, "Stream import can not have a 'prefix' and a 'to' property")
         return kind, StreamImport(account, subject, prefix, to), etk
-    return kind, ServiceImport(account, subject, to or subject), etk
+    return kind, ServiceImport(account, subject, to or subject, share), etk
 
 
 def _connection_types(p: _Processor, tk, v) -> frozenset:
@@ -1377,13 +1398,128 @@ def _websocket_auth(p: _Processor, wo, tk, v) -> None:
 # ------------------------------------------------------------------ tls (Go: parseTLS)
 
 # Keys of Go's tls block for what this build does not have: refused by name.
-_TLS_NOT_YET = {
-    "connection_rate_limit": "TLS connection rate limits",
-    "cert_store": "certificate stores", "cert_match_by": "certificate stores",
-    "cert_match": "certificate stores", "cert_match_skip_invalid": "certificate stores",
-    "ca_certs_match": "certificate stores", "ocsp_peer": "OCSP peer verification",
-    "certs": "multiple certificates", "certificates": "multiple certificates",
-}
+_TLS_NOT_YET: dict[str, str] = {}
+
+
+def _ocsp_peer(ktk, kv):
+    """``ocsp_peer``: a boolean or Go's options map (ocsp_peer.go parseOCSPPeer)."""
+    from natsx.server.ocsp_peer import OCSPPeerConfig
+
+    if isinstance(kv, bool):
+        return OCSPPeerConfig(verify=kv)
+    if not isinstance(kv, dict):
+        # Go's %T of the whole tls block here, not of the value.
+        raise _Fail(ktk, "error parsing ocsp peer config: unsupported type "
+                         "map[string]interface {}")
+    f: dict[str, Any] = {}
+    names = {"verify": "verify", "warn_only": "warn_only", "unknown_is_good": "unknown_is_good",
+             "allow_when_ca_unreachable": "allow_when_ca_unreachable"}
+    seconds = {"allowed_clockskew": "clock_skew", "ca_timeout": "timeout",
+               "cache_ttl_when_next_update_unset": "ttl_unset_next_update"}
+    for mk, raw in kv.items():
+        tk, v = _split(raw)
+        tk = tk or ktk
+        key = mk.lower()
+        unknown = f"error parsing tls peer config, unknown field [{go_quote_str(mk)}]"
+        if key in names:
+            if not isinstance(v, bool):
+                raise _Fail(tk, unknown)
+            f[names[key]] = v
+        elif key in seconds:
+            conversion = "error parsing tls peer config, conversion error: "
+            if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+                raise _Fail(tk, conversion + "unexpected type")
+            if isinstance(v, str):
+                try:
+                    at = parse_go_duration(v) / 1e9
+                except ValueError as exc:
+                    # Go reports allowed_clockskew's bad duration as a type problem.
+                    raise _Fail(tk, conversion + ("unexpected type" if key == "allowed_clockskew"
+                                                  else str(exc))) from None
+            else:
+                at = float(v)
+            if at >= 0:
+                f[seconds[key]] = at
+        else:
+            raise _Fail(tk, unknown)
+    return OCSPPeerConfig(**f)
+
+# Go's certstore package (server/certstore) on a platform other than Windows: the stores
+# exist only there, so naming one fails with these texts; the matching keys are parsed
+# and, without a store, have no effect (as in Go).
+_CERT_STORES = ("windowscurrentuser", "windowslocalmachine")
+_CERT_MATCH_BY = ("issuer", "subject", "thumbprint")
+_ERR_BAD_CERT_STORE_FIELD = "expected 'cert_store' to be a valid non-empty string"
+_ERR_BAD_CERT_STORE = "cert store type not implemented"
+_ERR_OS_NOT_COMPAT = "cert_store not compatible with current operating system"
+_ERR_BAD_MATCH_BY_FIELD = "expected 'cert_match_by' to be a valid non-empty string"
+_ERR_BAD_MATCH_BY = "cert match by type not implemented"
+_ERR_BAD_MATCH_FIELD = "expected 'cert_match' to be a valid non-empty string"
+_ERR_BAD_SKIP_INVALID_FIELD = "expected 'cert_match_skip_invalid' to be a boolean"
+
+
+def _cert_store_key(key: str, ktk, kv) -> None:
+    """``cert_store``, ``cert_match_by``, ``cert_match``, ``ca_certs_match`` and
+    ``cert_match_skip_invalid`` as Go's parseTLS checks them on Linux."""
+    if key == "cert_store":
+        if not isinstance(kv, str) or not kv:
+            raise _Fail(ktk, _ERR_BAD_CERT_STORE_FIELD)
+        if kv.lower() not in _CERT_STORES:
+            raise _Fail(ktk, _ERR_BAD_CERT_STORE)
+        raise _Fail(ktk, _ERR_OS_NOT_COMPAT)
+    if key == "cert_match_by":
+        if not isinstance(kv, str) or not kv:
+            raise _Fail(ktk, _ERR_BAD_MATCH_BY_FIELD)
+        if kv.lower() not in _CERT_MATCH_BY:
+            raise _Fail(ktk, _ERR_BAD_MATCH_BY)
+    elif key == "cert_match":
+        if not isinstance(kv, str) or not kv:
+            raise _Fail(ktk, _ERR_BAD_MATCH_FIELD)
+    elif key == "cert_match_skip_invalid":
+        if not isinstance(kv, bool):
+            raise _Fail(ktk, _ERR_BAD_SKIP_INVALID_FIELD)
+    elif key == "ca_certs_match" and isinstance(kv, list):
+        for item in kv:
+            _itk, iv = _split(item)
+            if not isinstance(iv, str):
+                # Go names the type of the list element: its config token.
+                raise _Fail(ktk, "error parsing ca_cert_match: unsupported type *conf.token "
+                                 "where string is expected")
+
+
+def _tls_certs(ktk, kv) -> tuple:
+    """``certs``/``certificates``: a list of ``{cert_file, key_file}`` maps (Go: parseTLS)."""
+    if not isinstance(kv, list):
+        # Go's %T of the whole tls block here, not of the value.
+        raise _Fail(ktk, "error parsing certificates config: unsupported type "
+                         "map[string]interface {}")
+    pairs = []
+    for item in kv:
+        itk, iv = _split(item)
+        itk = itk or ktk
+        if not isinstance(iv, dict):
+            raise _Fail(itk, "error parsing certificates config: unsupported type "
+                             + go_type_name(iv))
+        cert = key = ""
+        last = itk
+        for name, raw in iv.items():
+            ftk, fv = _split(raw)
+            last = ftk or itk
+            if not isinstance(fv, str):
+                raise _Fail(last, "error parsing certificates config: unsupported type "
+                                  + go_type_name(fv))
+            if name == "cert_file":
+                cert = fv
+            elif name == "key_file":
+                key = fv
+            else:
+                raise _Fail(last, "error parsing tls certs config, unknown field "
+                                  + go_quote_str(name))
+        if not cert or not key:
+            raise _Fail(last, "error parsing certificates config: both 'cert_file' and "
+                              "'cert_key' options are required")
+        pairs.append((cert, key))
+    return tuple(pairs)
 
 
 def _tls_bool(tk, v, key: str) -> bool:
@@ -1510,10 +1646,24 @@ def parse_tls_block(tk, v, *, client_ctx: bool = True):
                 raise _Fail(ktk, "error parsing tls config: unsupported TLS version: TLS "
                                  + kv)
             f["min_version"] = kv
+        elif key == "connection_rate_limit":
+            if isinstance(kv, bool) or not isinstance(kv, int):
+                raise _Fail(ktk, "error parsing tls config, 'connection_rate_limit' wrong type")
+            f["rate_limit"] = kv
+        elif key in ("certs", "certificates"):
+            f["certificates"] = _tls_certs(ktk, kv)
+        elif key == "ocsp_peer":
+            f["ocsp_peer"] = _ocsp_peer(ktk, kv)
+        elif key in ("cert_store", "cert_match_by", "cert_match", "ca_certs_match",
+                     "cert_match_skip_invalid"):
+            _cert_store_key(key, ktk, kv)
         elif key in _TLS_NOT_YET:
             raise _Fail(ktk, _not_yet(mk, _TLS_NOT_YET[key]))
         else:
             raise _Fail(ktk, f"error parsing tls config, unknown field {go_quote_str(mk)}")
+    if f.get("certificates") and f.get("cert_file"):
+        raise _Fail(tk, "error parsing tls config, cannot combine 'cert_file' option with "
+                        "'certs' option")
     if insecure_seen and not allow_insecure:
         raise _Fail(tk, "insecure cipher suites configured without "
                         "'allow_insecure_cipher_suites' option set: " + ", ".join(insecure_seen))
@@ -1523,6 +1673,28 @@ def parse_tls_block(tk, v, *, client_ctx: bool = True):
     except tlsmod.TLSSetupError as exc:
         raise _Fail(tk, str(exc)) from None
     return attrs.evolve(opts, files_digest=tlsmod.files_digest(opts))
+
+
+def _resolver_tls(p: _Processor, key, tk, v) -> None:
+    """``resolver_tls``: the TLS the URL account resolver connects with (Go: parseTLS in a
+    client context, then GenTLSConfig with the CA file as the roots)."""
+    from natsx.server import tls as tlsmod
+
+    tc = parse_tls_block(tk, v, client_ctx=True)
+    try:
+        tlsmod.client_context(tc)
+    except tlsmod.TLSSetupError as exc:
+        raise _Fail(tk, str(exc)) from None
+    p.values["resolver_tls"] = tc
+
+
+def attach_resolver_tls(values: dict) -> None:
+    """Gives a URL resolver (``resolver: URL(...)`` or the operator's account server URL)
+    the ``resolver_tls`` settings (Go: configureResolver)."""
+    tc = values.get("resolver_tls")
+    res = values.get("resolver")
+    if tc is not None and res is not None and getattr(res, "kind", "") == "URL":
+        values["resolver"] = attrs.evolve(res, tls=tc)
 
 
 def _tls(p: _Processor, key, tk, v) -> None:
@@ -1543,6 +1715,7 @@ _TOP: dict[str, Callable] = {
     "trace": _setter("trace", _bool),
     "trace_verbose": _trace_level,
     "trace_headers": _trace_level,
+    "max_traced_msg_len": _setter("max_traced_msg_len", _int),
     "logtime": _setter("logtime", _bool),
     "logtime_utc": _setter("logtime_utc", _bool),
     "disable_sublist_cache": _setter("disable_sublist_cache", _bool),
@@ -1598,6 +1771,7 @@ _TOP: dict[str, Callable] = {
     "ws": _websocket,
     "store_dir": _setter("store_dir", _str),
     "tls": _tls,
+    "resolver_tls": _resolver_tls,
     "https": _https,
     "https_port": _setter("https_port", _int),
     "allow_non_tls": _setter("allow_non_tls", _bool),
@@ -1610,6 +1784,7 @@ _TOP: dict[str, Callable] = {
     "account_resolver": _resolver,
     "accounts_resolver": _resolver,
     "resolver_preload": _resolver_preload,
+    "default_sentinel": _setter("default_sentinel", _str),
     "resolver_pinned_accounts": _resolver_pinned,
 }
 
@@ -1632,6 +1807,7 @@ def process_config_file(path: str) -> tuple[dict[str, Any], list[str], str]:
     from natsx.server.operator_config import finish_operator_values
 
     finish_operator_values(p)
+    attach_resolver_tls(p.values)
     if p.errors:
         raise ConfigProcessError(p.errors, p.warnings)
     return p.values, p.warnings, config_digest(tree)
@@ -1752,6 +1928,12 @@ def validate_options(o: Options) -> None:
         fail(f"max_payload ({o.max_payload}) cannot be higher than max_pending ({o.max_pending})")
     if o.server_name and " " in o.server_name:
         fail("server name cannot contain spaces")
+    for tc in (o.tls_config, o.websocket.tls):
+        # Go: plugTLSOCSPPeer, when the server starts
+        if getattr(tc, "ocsp_peer_verify", False) and not tc.verify:
+            from natsx.server.ocsp_peer import MTLS_REQUIRED
+
+            fail(MTLS_REQUIRED)
     from natsx.server.operator_config import validate_operator_options
 
     msg = validate_operator_options(o)

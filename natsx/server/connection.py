@@ -26,6 +26,7 @@ import trio
 
 from natsx.protocol import events as ev
 from natsx.server import tls as tlsmod
+from natsx.server import trace
 from natsx.server.authorization import authorize
 from natsx.server.operator import AccountLimitReached, PendingLookup
 
@@ -114,6 +115,8 @@ class ClientConnection:
         self.cid = cid
         self.core = server.new_client_core(cid)
         self.core.conn = self
+        # Protocol tracing (natsx.server.trace) takes this client off the inline PUB path.
+        self.core.trace = bool(server.options.trace)
         try:
             peer = sock.getpeername()
             self.ip, self.port = peer[0], peer[1]
@@ -219,11 +222,16 @@ class ClientConnection:
             first = await tlsmod.peek(self.sock, o.tls_timeout)
             if first[:1] != b"\x16":
                 return True
+        if server.tls_rate is not None and not server.tls_rate.allow(server):
+            # Go: connection_rate_limit, refused in the clear before the handshake
+            self.close(MAX_CONNECTIONS, tlsmod.THROTTLED_ERR)
+            return False
         try:
             self.sock = tlsmod.wrap_server(ctx, self.sock)
             await tlsmod.handshake(self.sock, o.tls_timeout)
             if not tlsmod.pinned(self.sock, o.tls_pinned_certs):
                 raise tlsmod.HandshakeError("peer certificate not pinned")
+            await tlsmod.check_ocsp_peer(self.sock, ctx, o.tls_config)
         except (tlsmod.HandshakeError, OSError) as exc:
             # Go logs probes and timeouts at debug level, other failures as errors.
             level = logging.DEBUG if getattr(exc, "timeout", False) else logging.ERROR
@@ -275,6 +283,8 @@ class ClientConnection:
     def _teardown(self) -> None:
         if not self.closed:
             self.close(CLIENT_CLOSED)
+        if self.core.trace:
+            trace.closed(self)
         if self._expiry is not None:
             self._expiry.cancel()
         try:
@@ -294,6 +304,8 @@ class ClientConnection:
         self._chunks.clear()
         self.core.inflight = 0
         out = self.core.take_output()
+        if self.core.trace:
+            trace.outbound(self, out)
         parts.append(out if self.ws is None else self.ws.frame(out))
         return b"".join(parts)
 
@@ -310,6 +322,8 @@ class ClientConnection:
         if core.out_len == 0 and (self.ws is None or not self.ws.pending):
             return
         data = core.take_output()
+        if core.trace:
+            trace.outbound(self, data)
         if self.ws is not None:
             data = self.ws.frame(data)
         if self._chunks:
@@ -418,6 +432,10 @@ class ClientConnection:
             mesh = server.mesh
             if mesh is not None and mesh.inbox.pending_bytes():
                 mesh.poll()   # peers' interest that arrived first applies to this read
+                if server.router.internal:
+                    # So do the system messages it brought (a claims update answered on
+                    # another worker): their handlers run before this read is routed.
+                    server.after_batch()
             ws = self.ws
             if ws is not None:
                 data = ws.decode(data, core.max_payload)
@@ -431,6 +449,9 @@ class ClientConnection:
                 handle(event)
                 if self.closed:
                     break
+                if core.trace:
+                    # Traced: what each operation made the server send is traced after it.
+                    server.after_batch()
                 if self._pending_connect is not None:
                     # The account's JWT must be fetched first (URL resolver).
                     server.after_batch()
@@ -460,6 +481,8 @@ class ClientConnection:
 
     def _handle(self, event: tuple) -> None:
         kind = event[0]
+        if self.core.trace:
+            trace.inbound(self, event)
         if kind == ev.PING:
             reply = b"PONG\r\n"
             if self.connect_received and not self.first_pong_sent:
@@ -481,7 +504,10 @@ class ClientConnection:
         elif kind == ev.SUB:
             self.server.process_sub(self, event[1], event[2], event[3])
         elif kind == ev.UNSUB:
-            self.server.process_unsub(self, event[1], event[2])
+            if self.core.trace:
+                trace.unsub(self, event[1], event[2])
+            else:
+                self.server.process_unsub(self, event[1], event[2])
         elif kind == ev.CONNECT:
             self._process_connect(event[1])
         elif kind == ev.CLOSE:
@@ -491,8 +517,8 @@ class ClientConnection:
         elif kind == ev.ERR:
             log.info("client %d sent -ERR %s", self.cid, event[1].decode("utf-8", "replace"))
             self.close("Parse Error")
-        elif kind == ev.PUB:  # only without a router (never in the server)
-            raise AssertionError("PUB reached the connection handler")
+        elif kind == ev.PUB:  # only from a traced client: untraced ones are routed inline
+            trace.publish(self, event)
         # +OK and INFO from a client are ignored, as in the Go server.
 
     def _touch(self) -> None:

@@ -23,7 +23,10 @@ addServiceImportSub / addStreamImport):
   is a client of another worker, that worker sends its description on the reply subject
   plus ``.ri`` (each worker holds a local subscription on the exporter's ``_R_.>`` for
   this); the requester's worker sends the event when it arrives, as Go merges the
-  responder server's measurement.
+  responder server's measurement. A sampled request that gets no answer is reported too:
+  504 when its threshold passes (a timer task of the worker, armed only while such
+  requests are pending), 408 when the requester's worker sees the last subscription on
+  its reply go (an unsubscribe or a disconnect: ``interest_removed``, a worker unsub hook).
 
 Workers: the import subscriptions are created before the worker joins the mesh, so they
 are local to the worker and are not announced to peers. Each worker therefore imports
@@ -47,11 +50,17 @@ its publisher is on.
 from __future__ import annotations
 
 import hashlib
+import heapq
+import logging
 import os
 import time
 from collections import OrderedDict
 
+import trio
+
 from natsx.server import latency
+
+log = logging.getLogger("natsx")
 
 RESPONSE_TTL = 120.0
 # Go's ServiceRespType names (accounts.go), as the config's response_type gives them.
@@ -124,6 +133,18 @@ class Imports:
         self.export_source = None
         # sampled responses that came from a peer worker: reply -> (track, time, expiry)
         self._awaiting: OrderedDict = OrderedDict()
+        # sampled requests not answered yet: generated reply -> expiry (monotonic), and
+        # the exporting account to report in; importing account -> requester's reply ->
+        # generated replies (for 408); the sweeper's deadlines (a heap) and its wake-up
+        self._tracked: dict[bytes, float] = {}
+        self._tracked_exporter: dict[bytes, bytes] = {}
+        self._by_reply: dict[bytes, dict[bytes, set]] = {}
+        self._deadlines: list = []
+        self._sweeper_wake = None
+        self._sweeper_at = 0.0
+        hooks = getattr(server, "unsub_hooks", None)
+        if hooks is not None:
+            hooks.append(self.interest_removed)
 
     def start(self, accounts: dict, *, local: bool = False) -> None:
         """Installs the config's imports (``local``: see rebuild)."""
@@ -198,6 +219,7 @@ class Imports:
         remote = imp.subject.encode()
         exporter = imp.account.encode()
         dest = importer.encode()
+        share = getattr(imp, "share", False)
         server = self.server
 
         def handler(subject, reply, headers, payload, publisher):
@@ -211,21 +233,24 @@ class Imports:
             exp = self._export_of(imp.account, remote)
             track = None
             lat = getattr(exp, "latency", None)
-            if lat is not None and latency.should_sample(lat[0], headers):
-                conn = publisher.conn if not publisher.peer else None
-                track = (latency.requestor_info(importer, getattr(conn, "rtt", 0.0) or 0.0),
-                         time.time_ns(), lat[1].encode())
+            if lat is not None:
+                sampled, header = latency.sample(lat[0], headers)
+                if sampled:
+                    track = self._track(importer, publisher, share, lat[1], header)
             if reply:
                 self._ensure_response_sub(exporter)
                 new_reply = b"%s%s.%s" % (_R_PREFIX, self.token, _random_token(10))
                 rtype = getattr(exp, "response_type", SINGLETON)
                 threshold = getattr(exp, "response_threshold", 0.0) or RESPONSE_TTL
-                self._remember(new_reply, dest, reply, threshold, rtype == SINGLETON, track)
+                single = rtype == SINGLETON
+                # Go measures Singleton exchanges only (addRespServiceImport).
+                self._remember(new_reply, dest, reply, threshold, single,
+                               track if single else None, exporter)
             elif track is not None:
                 self._latency_event(exporter, track, 400, "Bad Request")
             did = server.internal_publish(exporter, target, new_reply, headers, payload)
             if not did and new_reply is not None:
-                entry = self.responses.pop(new_reply, None)
+                entry = self._forget(new_reply)
                 if entry is not None and entry[5] is not None:
                     self._latency_event(exporter, entry[5], 503, "Service Unavailable")
 
@@ -246,11 +271,130 @@ class Imports:
                 return exp
         return None
 
-    def _latency_event(self, exporter: bytes, track: tuple, status: int, error: str) -> None:
-        requestor, request_ns, results = track
+    def _track(self, importer: str, publisher, share: bool, results: str,
+               header: dict | None) -> latency.Track:
+        """A sampled request's Track: the requestor in full when the import shares it and
+        it is a client of this worker, else its account and RTT (Go: getClientInfo)."""
+        conn = publisher.conn if not publisher.peer else None
+        if share and hasattr(conn, "cid"):
+            requestor = latency.client_detail(conn, self.server.server_name)
+        else:
+            requestor = latency.requestor_info(importer, getattr(conn, "rtt", 0.0) or 0.0)
+        return latency.Track(requestor, time.time_ns(), results.encode(), header)
+
+    def _latency_event(self, exporter: bytes, track: latency.Track, status: int,
+                       error: str) -> None:
+        requestor = track.requestor
         ev = latency.result(status, requestor=requestor, responder=None,
-                            start_ns=request_ns - requestor.get("rtt", 0), error=error)
-        self._send_latency(exporter, results, ev)
+                            start_ns=track.start_ns - requestor.get("rtt", 0), error=error,
+                            header=track.header)
+        self._send_latency(exporter, track.results, ev)
+
+    # ------------------------------------------------- unanswered sampled requests
+
+    def _forget(self, new_reply: bytes):
+        """Drops a reply map entry (and its tracking); returns it, or None."""
+        entry = self.responses.pop(new_reply, None)
+        if entry is not None and entry[5] is not None:
+            self._untrack(new_reply, entry)
+        return entry
+
+    def _untrack(self, new_reply: bytes, entry: tuple) -> bytes:
+        """Ends the tracking of a sampled request; returns its exporting account."""
+        self._tracked.pop(new_reply, None)
+        exporter = self._tracked_exporter.pop(new_reply, b"")
+        replies = self._by_reply.get(entry[0])
+        if replies is not None:
+            keys = replies.get(entry[1])
+            if keys is not None:
+                keys.discard(new_reply)
+                if not keys:
+                    del replies[entry[1]]
+                    if not replies:
+                        del self._by_reply[entry[0]]
+        return exporter
+
+    def _timed_out(self, new_reply: bytes, entry: tuple) -> None:
+        """An entry past its threshold: dropped, and a sampled one reported as 504
+        (Go: checkExpiredResponses, sendBackendErrorTrackingLatency with rsiTimeout)."""
+        if entry[5] is not None:
+            self._latency_event(self._untrack(new_reply, entry), entry[5], 504,
+                                "Service Timeout")
+
+    def interest_removed(self, account: bytes, sub) -> None:
+        """A client of this worker unsubscribed (or disconnected) in ``account``: each
+        sampled request whose reply nobody listens to any more is dropped and reported as
+        408 (Go: checkForReverseEntry, sendReplyInterestLostTrackLatency)."""
+        replies = self._by_reply.get(account)
+        if not replies:
+            return
+        subject = sub.subject
+        if b"*" in subject or b">" in subject:
+            from natsx.sublist import is_subset_match
+
+            lost = [r for r in replies if is_subset_match(r, subject)]
+        else:
+            lost = [subject] if subject in replies else []
+        if not lost:
+            return
+        client = self.server.internal_client(account)
+        for reply in lost:
+            if client.has_interest(reply):
+                continue
+            for new_reply in list(replies.get(reply, ())):
+                entry = self.responses.pop(new_reply, None)
+                if entry is not None and entry[5] is not None:
+                    self._latency_event(self._untrack(new_reply, entry), entry[5], 408,
+                                        "Request Timeout")
+
+    def _arm_sweeper(self, new_reply: bytes, expiry: float) -> None:
+        """Makes sure a sampled request is reported when its threshold passes, even if
+        nothing else happens (Go: the export's response threshold timer)."""
+        heapq.heappush(self._deadlines, (expiry, new_reply))
+        if self._sweeper_wake is not None:
+            if expiry < self._sweeper_at:
+                self._sweeper_wake.set()
+            return
+        nursery = getattr(self.server, "_nursery", None)
+        if nursery is not None:
+            self._sweeper_wake = trio.Event()
+            self._sweeper_at = expiry
+            nursery.start_soon(self._sweep_loop)
+
+    async def _sweep_loop(self) -> None:
+        deadlines = self._deadlines
+        try:
+            while deadlines:
+                now = time.monotonic()
+                due = []
+                while deadlines and deadlines[0][0] <= now:
+                    expiry, new_reply = heapq.heappop(deadlines)
+                    if self._tracked.get(new_reply) == expiry:
+                        due.append(new_reply)
+                if due:
+                    try:
+                        self.server.run_batch(self._expire_due, due)
+                    except Exception:
+                        # A failed report must not take the worker down with it.
+                        log.exception("service latency: reporting timed out requests failed")
+                if not deadlines:
+                    break
+                self._sweeper_at = deadlines[0][0]
+                self._sweeper_wake = trio.Event()
+                with trio.move_on_after(max(self._sweeper_at - now, 0.001)):
+                    await self._sweeper_wake.wait()
+        finally:
+            self._sweeper_wake = None
+            deadlines.clear()
+
+    def _expire_due(self, due: list) -> None:
+        for new_reply in due:
+            entry = self.responses.pop(new_reply, None)
+            if entry is None:
+                self._tracked.pop(new_reply, None)
+                self._tracked_exporter.pop(new_reply, None)
+            else:
+                self._timed_out(new_reply, entry)
 
     def _describe_responders(self, exporter: str):
         """A local subscription on the exporter's reply subjects: when one of this worker's
@@ -293,8 +437,9 @@ class Imports:
             responder = json.loads(payload)
         except ValueError:
             responder = None
-        self._send_latency(exporter, track[2],
-                           latency.measured(track[0], responder, track[1], now_ns))
+        self._send_latency(exporter, track.results,
+                           latency.measured(track.requestor, responder, track.start_ns, now_ns,
+                                            track.header))
 
     def _send_latency(self, exporter: bytes, results: bytes, ev: dict) -> None:
         from natsx.server.system import go_json
@@ -303,15 +448,21 @@ class Imports:
 
     def _remember(self, new_reply: bytes, account: bytes, reply: bytes,
                   threshold: float = RESPONSE_TTL, single: bool = True,
-                  track: tuple | None = None) -> None:
+                  track: latency.Track | None = None, exporter: bytes = b"") -> None:
         now = time.monotonic()
         responses = self.responses
         while responses:
-            first = next(iter(responses.values()))
+            key, first = next(iter(responses.items()))
             if first[2] > now:
                 break
             responses.popitem(last=False)
+            self._timed_out(key, first)
         responses[new_reply] = (account, reply, now + threshold, threshold, single, track)
+        if track is not None:
+            self._tracked[new_reply] = now + threshold
+            self._tracked_exporter[new_reply] = exporter
+            self._by_reply.setdefault(account, {}).setdefault(reply, set()).add(new_reply)
+            self._arm_sweeper(new_reply, now + threshold)
 
     def _ensure_response_sub(self, exporter: bytes) -> None:
         if exporter in self._response_subs:
@@ -329,21 +480,24 @@ class Imports:
             now = time.monotonic()
             if expiry < now:
                 del self.responses[subject]
+                self._timed_out(subject, entry)
                 return
             now_ns = time.time_ns()
             did = server.internal_publish(account, requester_reply, reply, headers, payload)
             if track is not None:
                 # The first response of a sampled request (Go: sendTrackingLatency).
+                self._untrack(subject, entry)
                 if publisher.peer:
                     # The responder's worker describes it next, on this ring (see
                     # _describe_responders): the event waits for that.
                     self._awaiting[subject] = (track, now_ns, time.monotonic() + 5.0)
                 else:
                     conn = publisher.conn
-                    responder = (latency.responder_info(conn, server.server_name)
+                    responder = (latency.client_detail(conn, server.server_name)
                                  if hasattr(conn, "cid") else None)
-                    self._send_latency(exporter, track[2],
-                                       latency.measured(track[0], responder, track[1], now_ns))
+                    self._send_latency(exporter, track.results,
+                                       latency.measured(track.requestor, responder,
+                                                        track.start_ns, now_ns, track.header))
                 track = None
             if single or not did or (not payload and not headers):
                 self.responses.pop(subject, None)

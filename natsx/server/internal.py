@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
+from natsx.server import trace
+
 log = logging.getLogger("natsx")
 
 #: handler(subject, reply, headers, payload, publisher_core)
@@ -52,6 +54,8 @@ class InternalClient:
         core.sublist.insert(sub)
         core.subs[sid] = sub
         self.handlers[sid] = handler
+        if self._traced():
+            trace.system_sub(subject, queue, sid)
         if local:
             self.local_sids.add(sid)
         elif self.server.mesh is not None:
@@ -82,7 +86,14 @@ class InternalClient:
 
     def publish(self, subject: bytes, reply: bytes | None, headers: bytes | None,
                 payload: bytes, deliver_as: bytes | None = None) -> bool:
+        if self._traced():
+            trace.system_pub(self.server.options, subject, reply, headers, payload)
         return self.core.route(subject, reply, headers, payload, deliver_as)
+
+    def _traced(self) -> bool:
+        # Go traces its SYSTEM client only with trace_verbose (-VV).
+        return getattr(self.core.account, "is_system", False) and \
+            trace.system_enabled(self.server.options)
 
     def flush(self) -> None:
         # Only errors the hot path addressed to this "connection" (a refused publish) land

@@ -9,7 +9,15 @@ Singleton exports. When the service import forwards a sampled request, it notes 
 and who asked; when the first response comes back it publishes a
 ``io.nats.server.metric.v1.service_latency`` event in the exporting account on the results
 subject (Go: sendTrackingLatency). A request without a reply is reported as 400 Bad
-Request, one nobody received as 503 Service Unavailable.
+Request, one nobody received as 503 Service Unavailable, one whose requestor stopped
+listening on its reply (unsubscribed, disconnected) before the answer as 408 Request
+Timeout, one not answered within the export's ``response_threshold`` as 504 Service
+Timeout.
+
+The requestor is described by its account and RTT only, unless the import says ``share:
+true``: then it gets the same description as the responder (Go: getClientInfo(share)).
+When tracing headers decided the sampling, the ones that did are in the event's ``header``
+(Go: shouldSample's header, as an http.Header: canonical names, lists of values).
 
 This module builds the decisions and the JSON; natsx.server.imports calls it. Durations
 are Go's: integers in nanoseconds; times RFC 3339 in UTC.
@@ -24,60 +32,121 @@ DEFAULT_SAMPLING = 100
 ERR_BAD_SAMPLING = "bad sampling percentage, should be 1-100"
 
 
-def parse_header_block(headers: bytes | None) -> dict[str, str]:
-    """The first value of each header of a ``NATS/1.0`` block, names lower-cased."""
-    out: dict[str, str] = {}
+class Track:
+    """One sampled request: who asked (``requestor``, Go's getClientInfo(share)), when
+    (``start_ns``, wall clock), where the event goes (``results``) and the tracing headers
+    that decided the sampling (``header``, Go's trackingHdr; None when the percentage did)."""
+
+    __slots__ = ("requestor", "start_ns", "results", "header")
+
+    def __init__(self, requestor: dict, start_ns: int, results: bytes,
+                 header: dict | None = None) -> None:
+        self.requestor = requestor
+        self.start_ns = start_ns
+        self.results = results
+        self.header = header
+
+
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789"
+                         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def canonical_key(name: str) -> str:
+    """Go's textproto.CanonicalMIMEHeaderKey: ``x-b3-traceid`` is ``X-B3-Traceid``; a name
+    with a character outside the HTTP token set is left as it is."""
+    if not name or any(c not in _TOKEN_CHARS for c in name):
+        return name
+    out = []
+    upper = True
+    for c in name:
+        out.append(c.upper() if upper else c.lower())
+        upper = c == "-"
+    return "".join(out)
+
+
+def parse_headers(headers: bytes | None) -> dict[str, list[str]]:
+    """A ``NATS/1.0`` block as Go's http.Header: canonical names, every value in order."""
+    out: dict[str, list[str]] = {}
     if not headers:
         return out
     for line in headers.split(b"\r\n")[1:]:
         name, sep, value = line.partition(b":")
         if sep and name:
-            out.setdefault(name.decode("latin-1").strip().lower(),
-                           value.decode("latin-1").strip())
+            key = canonical_key(name.decode("latin-1").strip())
+            out.setdefault(key, []).append(value.decode("latin-1").strip())
     return out
 
 
-def should_sample(sampling: int, headers: bytes | None) -> bool:
-    """Go's shouldSample (without the header echo)."""
+def parse_header_block(headers: bytes | None) -> dict[str, str]:
+    """The first value of each header of a ``NATS/1.0`` block, names lower-cased."""
+    return {k.lower(): v[0] for k, v in parse_headers(headers).items()}
+
+
+_UBER, _CTX, _CTX_STATE, _B3 = "Uber-Trace-Id", "Traceparent", "Tracestate", "B3"
+_B3_SAMPLED, _B3_TRACE = "X-B3-Sampled", "X-B3-Traceid"
+_B3_KEPT = (_B3_SAMPLED, _B3_TRACE, "X-B3-Parentspanid", "X-B3-Spanid")
+_UBER_CTX_PREFIX = "Uberctx-"
+
+
+def sample(sampling: int, headers: bytes | None) -> tuple[bool, dict | None]:
+    """Go's shouldSample: whether to measure this request, and the tracing headers that
+    decided it (kept in the event's ``header``), None when the percentage decided."""
     if sampling < 0:
-        return False
+        return False, None
     if sampling >= 100:
-        return True
+        return True, None
     if sampling > 0 and random.randrange(100) <= sampling:
-        return True
-    h = parse_header_block(headers)
+        return True, None
+    h = parse_headers(headers)
     if not h:
-        return False
-    uber = h.get("uber-trace-id")
-    if uber is not None:
-        tk = uber.split(":")
+        return False, None
+    uber = h.get(_UBER)
+    if uber:
+        tk = uber[0].split(":")
         if len(tk) == 4 and 0 < len(tk[3]) <= 2:
-            # Go decodes "0" and the flags' last character: its low bit says "sampled".
+            # Go hex-decodes "0" and the flags' last character: its low bit says "sampled".
             try:
-                return bool(int(tk[3][-1], 16) & 1)
+                sampled = bool(int(tk[3][-1], 16) & 1)
             except ValueError:
-                return False
-        return False
-    sampled = h.get("x-b3-sampled")
-    if sampled == "1":
-        return True
-    if sampled == "0":
-        return False
-    if "x-b3-traceid" in h:
-        return True
-    b3 = h.get("b3")
+                sampled = False
+            if sampled:
+                kept = {_UBER: uber}
+                kept.update((k, v) for k, v in h.items() if k.startswith(_UBER_CTX_PREFIX))
+                return True, kept
+        return False, None
+    sampled = h.get(_B3_SAMPLED)
+    if sampled and sampled[0] == "1":
+        return True, {k: h[k] for k in _B3_KEPT if k in h}
+    if sampled and sampled[0] == "0":
+        return False, None
+    if _B3_TRACE in h:
+        return True, {k: h[k] for k in _B3_KEPT if k in h}
+    b3 = h.get(_B3)
     if b3:
-        tk = b3.split("-")
-        return not ((len(tk) > 2 and tk[2] == "0") or (len(tk) == 1 and tk[0] == "0"))
-    ctx = h.get("traceparent")
+        tk = b3[0].split("-")
+        if (len(tk) > 2 and tk[2] == "0") or (len(tk) == 1 and tk[0] == "0"):
+            return False, None
+        return True, {_B3: b3}
+    ctx = h.get(_CTX)
     if ctx:
-        tk = ctx.split("-")
-        if len(tk) == 4 and len(tk[3]) == 2:
+        tk = ctx[0].split("-")
+        if len(tk) == 4 and len(tk[3].encode()) == 2:
             try:
-                return bool(int(tk[3], 16) & 1)
+                flags = int(tk[3], 16)
             except ValueError:
-                return False
-    return False
+                flags = 0
+            if flags & 1:
+                kept = {_CTX: ctx}
+                if _CTX_STATE in h:
+                    kept[_CTX_STATE] = h[_CTX_STATE]
+                return True, kept
+        return False, None
+    return False, None
+
+
+def should_sample(sampling: int, headers: bytes | None) -> bool:
+    """Whether ``sample`` measures this request."""
+    return sample(sampling, headers)[0]
 
 
 def requestor_info(account: str, rtt: float) -> dict:
@@ -88,8 +157,9 @@ def requestor_info(account: str, rtt: float) -> dict:
     return info
 
 
-def responder_info(conn, server_name: str) -> dict:
-    """Go's getClientInfo(true) of a client connection, keys in ClientInfo order."""
+def client_detail(conn, server_name: str) -> dict:
+    """Go's getClientInfo(true) of a client connection, keys in ClientInfo order: the
+    responder always, the requestor when its import ``share``s it."""
     from natsx.server.system import raw_auth_user, rfc3339
 
     info: dict = {"start": rfc3339(conn.start)}
@@ -109,14 +179,30 @@ def responder_info(conn, server_name: str) -> dict:
     if conn.rtt:
         info["rtt"] = int(conn.rtt * 1e9)
     info["server"] = server_name
+    juc = getattr(conn, "jwt_user", None)
+    if juc is not None:
+        # A JWT user (natsx.server.operator): its JWT, the key that signed it, its name
+        # and tags (Go: c.opts.JWT, issuerForClient, c.nameTag, c.tags).
+        token = (getattr(conn, "connect_opts", None) or {}).get("jwt")
+        if isinstance(token, str) and token:
+            info["jwt"] = token
+        if juc.issuer:
+            info["issuer_key"] = juc.issuer
+        if juc.name:
+            info["name_tag"] = juc.name
+        if juc.tags:
+            info["tags"] = list(juc.tags)
     info["kind"] = "Client"
     info["client_type"] = "nats"
     return info
 
 
+responder_info = client_detail
+
+
 def result(status: int, *, requestor: dict | None, responder: dict | None,
            start_ns: int, service_ns: int = 0, system_ns: int = 0, total_ns: int = 0,
-           error: str = "") -> dict:
+           error: str = "", header: dict | None = None) -> dict:
     """Go's ServiceLatency event (TypedEvent first), ready for go_json."""
     from natsx.server.system import event_id, rfc3339
 
@@ -128,6 +214,8 @@ def result(status: int, *, requestor: dict | None, responder: dict | None,
         ev["requestor"] = requestor
     if responder is not None:
         ev["responder"] = responder
+    if header:
+        ev["header"] = header
     ev["start"] = rfc3339(start_ns / 1e9)
     ev["service"] = max(service_ns, 0)
     ev["system"] = max(system_ns, 0)
@@ -135,7 +223,8 @@ def result(status: int, *, requestor: dict | None, responder: dict | None,
     return ev
 
 
-def measured(requestor: dict, responder: dict | None, request_ns: int, now_ns: int) -> dict:
+def measured(requestor: dict, responder: dict | None, request_ns: int, now_ns: int,
+             header: dict | None = None) -> dict:
     """The 200 event of a request sent at ``request_ns`` answered at ``now_ns`` (Go:
     sendTrackingLatency)."""
     req_rtt = requestor.get("rtt", 0)
@@ -148,4 +237,4 @@ def measured(requestor: dict, responder: dict | None, request_ns: int, now_ns: i
         total += system
     return result(200, requestor=requestor, responder=responder,
                   start_ns=request_ns - req_rtt, service_ns=service_rtt - resp_rtt,
-                  system_ns=system, total_ns=total)
+                  system_ns=system, total_ns=total, header=header)

@@ -25,6 +25,17 @@ before it routes a read, so interest that reached the worker first counts first.
 server loses first messages to the same client order (docs/architecture.md has the
 capture and the counts): it is the client's, not something a server can close.
 
+Settling: in one process a PING reaches the server after everything other clients wrote
+before it was sent has been read, for every client's read loop runs on its own. A worker's
+clients share one trio loop, so data already in a socket may still wait for its reader's
+turn. Neither a round (the "ack?" a PING starts) nor an acknowledgement is therefore sent
+from the task that decides it: the settle task sends them after two passes of the
+scheduler (the first polls the sockets, the second runs every reader it woke), so what
+clients wrote before is read and routed first and sits in the ring ahead of the
+acknowledgement. That is what makes "publish, flush; then flush and drain on another
+connection" deliver every message across workers (nats-py writes its PING ahead of the
+buffered PUBs, so the publisher's own PONG does not cover them).
+
 Liveness: the supervisor keeps a small table in shared memory (alive flag, generation and
 heartbeat per worker). When a peer dies, its interest is dropped here and nothing more is
 forwarded to it; a restarted worker says HELLO and every peer re-announces its interest.
@@ -64,6 +75,8 @@ _OFF_CONNS = 16
 # reserve, what they store, and what its accounts' limits reserve, per storage type.
 JS_FIELDS = {"reserved_memory": 24, "reserved_file": 32, "used_memory": 40, "used_file": 48,
              "account_memory": 56, "account_file": 64}
+# TLS handshakes a worker started in the current second (natsx.server.tls_rate), one word.
+_OFF_TLS_RATE = 72
 _HELLO = b"hello"
 _ACK = b"ack"
 _fence_lock = threading.Lock()
@@ -81,7 +94,8 @@ class PeerTable:
 
     One 128-byte slot per worker: alive flag and generation (written by the supervisor),
     heartbeat, the number of client connections the worker holds and its JetStream bytes
-    (``JS_FIELDS``; written by that worker alone); after the slots, the raft process's
+    (``JS_FIELDS``) and its TLS handshakes of the current second (natsx.server.tls_rate),
+    each written by that worker alone; after the slots, the raft process's
     heartbeat. Each field is written with one aligned store, so a reader never sees a
     torn value. The connection counts make ``max_connections`` a limit on the server, as
     in Go, rather than on each worker (``reserve_connection``); the JetStream bytes do the
@@ -145,6 +159,16 @@ class PeerTable:
             self.set_js(i, field, held)
             return False
         return True
+
+    # ------------------------------------------------------------------ TLS handshake rate
+
+    def tls_rate(self, i: int) -> int:
+        """Worker ``i``'s word for ``connection_rate_limit`` (natsx.server.tls_rate)."""
+        return _I64.unpack_from(self._mem, i * _SLOT + _OFF_TLS_RATE)[0]
+
+    def set_tls_rate(self, i: int, word: int) -> None:
+        """Publishes worker ``i``'s word (only worker ``i`` calls this)."""
+        _I64.pack_into(self._mem, i * _SLOT + _OFF_TLS_RATE, word)
 
     # ------------------------------------------------------------------ connections
 
@@ -281,6 +305,7 @@ class Mesh:
         self._received: dict[int, int] = {}   # peer -> highest announcement seq applied
         self.congested = trio.Event()
         self.congested.set()   # set = not congested
+        self._settle = trio.Event()   # set = rounds to start or acknowledgements to send
 
     # ------------------------------------------------------------------ start
 
@@ -329,21 +354,54 @@ class Mesh:
     def pong_ready(self, conn, reply: bytes) -> bool:
         """True when the PONG (``reply``) for ``conn`` may go now; otherwise it is queued
         until every live peer acknowledged a round trip started here."""
-        live = [link for link in self.links.values() if link.alive]
-        if live:
-            self.seq += 1
-            seq = b"%d" % self.seq
-            for link in live:
-                link.send(RecordKind.CONTROL, b"", _ACK + b"?", payload=seq)
+        if any(link.alive for link in self.links.values()):
+            # The round starts once the worker settled (``_settle_loop``): None until then.
+            needed = None
+            self._settle.set()
         else:
             if conn.deferred_pongs:
                 self._release_pongs()
             if not conn.deferred_pongs:
                 return True
             # No peer to wait for, but this client's earlier PONGs still wait: keep order.
+            needed = self.seq
         conn.deferred_pongs += 1
-        self.deferred.append([self.seq, conn, reply, False])
+        self.deferred.append([needed, conn, reply, False])
         return False
+
+    def _start_round(self) -> None:
+        """Sends one "ack?" to every live peer for the PONGs waiting to start theirs."""
+        waiting = [entry for entry in self.deferred if entry[0] is None]
+        if not waiting:
+            return
+        self.seq += 1
+        seq = b"%d" % self.seq
+        for link in self.links.values():
+            if link.alive:
+                link.send(RecordKind.CONTROL, b"", _ACK + b"?", payload=seq)
+        for entry in waiting:
+            entry[0] = self.seq
+
+    def _send_acks(self) -> None:
+        received, self._received = self._received, {}
+        for index, seq in received.items():
+            link = self.links.get(index)
+            if link is not None and link.alive:
+                link.send(RecordKind.CONTROL, b"", _ACK, payload=b"%d" % seq)
+
+    async def settle_loop(self) -> None:
+        """Starts flush rounds and sends acknowledgements once the worker settled."""
+        while True:
+            await self._settle.wait()
+            self._settle = trio.Event()
+            # Two passes of the scheduler: the first polls the sockets, the second runs
+            # every reader that poll woke, so what they had is routed ahead of this.
+            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint()
+            self._start_round()
+            self._send_acks()
+            self._release_pongs()
+            self._notify()
 
     def _min_acked(self) -> int:
         acked = [l.acked for l in self.links.values() if l.alive]
@@ -354,6 +412,10 @@ class Mesh:
         while self.deferred:
             entry = self.deferred[0]
             needed, conn, reply, raised = entry
+            if needed is None:
+                if not conn.closed and any(link.alive for link in self.links.values()):
+                    break   # its round has not started yet
+                entry[0] = needed = self.seq
             if not raised and conn.sub_seq > needed:
                 # A SUB/UNSUB read after the PING was announced later: wait for it too,
                 # once, so a client that keeps subscribing still gets its PONG.
@@ -401,9 +463,8 @@ class Mesh:
                     except (ValueError, KeyError) as exc:
                         log.error("bad mesh record from worker %d: %r (%s)", link.index,
                                   rec[:4], exc)
-            if link.index in self._received:
-                link.send(RecordKind.CONTROL, b"", _ACK,
-                          payload=b"%d" % self._received.pop(link.index))
+        if self._received:
+            self._settle.set()   # acknowledged by the settle task, after the readers ran
         self._release_pongs()
 
     def after_batch(self) -> None:

@@ -9,7 +9,9 @@ included), find the issuing account (``issuer_account`` for a signing key) throu
 resolver, check that a trusted operator key signed it and that the user's issuer is the
 account or one of its signing keys (a scoped key replaces the user's permissions with its
 template), account expiry, bearer tokens, allowed connection types, the signature of the
-INFO nonce (not for bearer tokens), revocations, ``src`` and ``times``. Any failure is an
+INFO nonce (not for bearer tokens), revocations, ``src`` and ``times``. A client that sends
+no user JWT is given ``default_sentinel`` when one is configured (a bearer JWT, so no
+signature is asked for), and is then checked like any other. Any failure is an
 'Authorization Violation', as in Go. The user's permissions (or else the account's
 ``default_permissions``) are installed as for config users (natsx.server.authorization);
 the payload and subscription limits are the smallest of the user's, the account's and the
@@ -24,7 +26,9 @@ them; a worker that only hears of an account from a peer (a subscription announc
 mesh) creates it bare (``Server.ensure_account``) until it needs the claims. Imports are
 internal subscriptions (natsx.server.imports, ``shared``), installed after the exporter's
 claims authorize them: a matching export of the right type and, for ``token_req`` exports,
-an activation token signed by the exporter.
+an activation token signed by the exporter. An account whose service exports measure
+latency describes its responders to the requestors' workers from every worker that loads
+it (natsx.server.imports).
 
 Updates. A new JWT for a live account (pushed on ``$SYS.REQ.ACCOUNT.<key>.CLAIMS.UPDATE``,
 ``$SYS.REQ.CLAIMS.UPDATE`` for directory resolvers, or re-read on reload) replaces the
@@ -131,6 +135,16 @@ def _limit(*values: int) -> int:
     return out
 
 
+def _is_user_jwt(token) -> bool:
+    if not isinstance(token, str) or not token:
+        return False
+    try:
+        jwt.decode_user_claims(token)
+    except jwt.JWTError:
+        return False
+    return True
+
+
 def permissions_from_jwt(p) -> Permissions | None:
     """Go's buildPermissionsFromJwt (with validateResponsePermissions)."""
     if p is None:
@@ -185,6 +199,8 @@ class Operator:
         self._failed: dict[str, str] = {}      # name -> fetch error, for one CONNECT retry
         self._creating: set[str] = set()
         self.imports = None
+        # account -> its responders' describer (natsx.server.imports, latency)
+        self._describers: dict = {}
         self._nursery: trio.Nursery | None = None
         self._seq = 0
         from natsx.server.acclimits import AccountConnLimits
@@ -277,6 +293,7 @@ class Operator:
         finally:
             self._creating.discard(jacc.name)
         self._arm_account_expiry(jacc)
+        self._describe_responders(jacc)
         if not initial and old_exports != claims.exports:
             # Importers of this account: their imports are checked again.
             for other in list(self.accounts.values()):
@@ -371,11 +388,7 @@ class Operator:
         claims = jacc.claims
         if not claims.imports:
             return
-        if self.imports is None:
-            from natsx.server.imports import Imports
-
-            self.imports = Imports(server)
-            self.imports.export_source = self._service_exports
+        self._ensure_imports()
         now = time.time()
         for imp in claims.imports:
             if imp.account == jacc.name:
@@ -403,15 +416,40 @@ class Operator:
                     mine = StreamImport(imp.account, imp.subject, prefix=imp.to)
             else:
                 if imp.local_subject:
-                    mine = ServiceImport(imp.account, imp.subject, imp.local_subject)
+                    mine = ServiceImport(imp.account, imp.subject, imp.local_subject, imp.share)
                 else:
-                    mine = ServiceImport(imp.account, imp.to or imp.subject, imp.subject)
+                    mine = ServiceImport(imp.account, imp.to or imp.subject, imp.subject,
+                                         imp.share)
             try:
                 sub = self.imports.add(jacc.name, imp.type, mine, shared=True)
             except ValueError:
                 continue
             local_acc = imp.account if imp.type == "stream" else jacc.name
             jacc.import_subs.append((local_acc, sub))
+
+    def _ensure_imports(self):
+        if self.imports is None:
+            from natsx.server.imports import Imports
+
+            self.imports = Imports(self.server)
+            self.imports.export_source = self._service_exports
+        return self.imports
+
+    def _describe_responders(self, jacc: JwtAccount) -> None:
+        """An account whose service exports measure latency: its responders on this worker
+        are described to the requestors' workers (natsx.server.imports); gone with the
+        last such export."""
+        sub = self._describers.pop(jacc.name, None)
+        claims = jacc.claims
+        wanted = claims is not None and any(
+            e.type == "service" and e.service_latency is not None and e.service_latency.results
+            for e in claims.exports)
+        if wanted:
+            if sub is None:
+                sub = self._ensure_imports()._describe_responders(jacc.name)
+            self._describers[jacc.name] = sub
+        elif sub is not None:
+            self.server.internal_unsubscribe(jacc.name, sub)
 
     def _import_authorized(self, importer: str, imp, exporter: JwtAccount, now: float) -> bool:
         from natsx.sublist import is_subset_match
@@ -496,6 +534,11 @@ class Operator:
     def _check(self, conn, connect: dict):
         """The checks of ``authorize``: (account, user claims, now, valid for) or None."""
         token = connect.get("jwt")
+        sentinel = self.server.options.default_sentinel
+        if sentinel and not _is_user_jwt(token):
+            # Go: a client without a (decodable) user JWT is the default sentinel; it
+            # becomes the CONNECT's JWT, so a reload checks the client with it again.
+            token = connect["jwt"] = sentinel
         if not isinstance(token, str) or not token:
             log.debug("Authentication requires a user JWT")
             return None
@@ -937,6 +980,7 @@ class Operator:
         self._jetstream_claims(jacc, removed=True)
         jacc.claims = None
         jacc.token = ""
+        self._describe_responders(jacc)
         if not self.server._in_batch:
             self.server.after_batch()
 

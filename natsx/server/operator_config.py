@@ -13,6 +13,8 @@ fields with Go's error texts:
 * ``resolver``: ``MEMORY``, ``URL(<url>)`` or a ``{type: full|cache, dir, ...}`` block
   (natsx.auth.resolver.ResolverConfig).
 * ``resolver_preload { <account key>: <account JWT> }`` and ``resolver_pinned_accounts``.
+* ``default_sentinel``: a bearer user JWT standing in for the clients that connect
+  without one (natsx.server.operator); ``validate_default_sentinel`` holds Go's checks.
 
 ``expand_trusted_keys`` is the expansion of validateTrustedOperators: each operator's key
 (unless it asks for strict signing key usage) and its signing keys become trusted keys, so
@@ -263,8 +265,14 @@ def validate_operator_options(o) -> str | None:
     if o.resolver_preload and o.resolver is not None and o.resolver.kind == "URL":
         return ("resolver preloads only available for writeable resolver types "
                 "MEM/DIR/CACHE_DIR")
+    sentinel = getattr(o, "default_sentinel", "")
     if not o.trusted_operators:
-        return None
+        # Go: without operators there is nothing to resolve the sentinel's account with.
+        return "default sentinel requires operators and accounts" if sentinel else None
+    if sentinel:
+        msg = validate_default_sentinel(sentinel)
+        if msg:
+            return msg
     if o.resolver is None:
         return "operators require an account resolver to be configured"
     if o.accounts:
@@ -285,4 +293,18 @@ def validate_operator_options(o) -> str | None:
     for key in o.resolver_pinned_accounts or ():
         if not nkeys.is_valid_public_account_key(key):
             return f'pinned account key "{key}" is not a valid public account nkey'
+    return None
+
+
+def validate_default_sentinel(token: str) -> str | None:
+    """validateTrustedOperators' check of ``default_sentinel``: a user JWT that is a bearer
+    token. A scoped user (an ``issuer_account`` and no permissions of its own) passes: its
+    signing key's template decides at connect time, where a non-bearer one is refused."""
+    try:
+        juc = jwt.decode_user_claims(token)
+    except jwt.JWTError:
+        return "default sentinel JWT not valid"
+    lim = juc.permission_limits
+    if not lim.bearer_token and not (juc.issuer_account and lim.is_empty()):
+        return "default sentinel must be a bearer token"
     return None

@@ -113,10 +113,16 @@ class Options:
     resolver: object = None
     resolver_preload: dict | None = None
     resolver_pinned_accounts: frozenset | None = None
+    # resolver_tls: the tls block (natsx.server.tls.TLSConfigOpts) a URL resolver fetches
+    # account JWTs with; also copied into the URL ResolverConfig
+    resolver_tls: object = None
+    # operator mode: a bearer user JWT for the clients that present none (Go 2.11)
+    default_sentinel: str = attrs.field(default="", repr=False)
     # logging
     debug: bool = False
     trace: bool = False
     trace_verbose: bool = False
+    max_traced_msg_len: int = 0   # payload trace lines are cut after this many bytes; 0: whole
     logtime: bool = True
     logtime_utc: bool = False
     log_file: str = ""

@@ -17,6 +17,13 @@ The children read the file themselves rather than receive options from the super
 an edit racing the signal could reach them and not the supervisor; each child refuses a
 non-reloadable change on its own, so that race can only make a child apply a newer
 reloadable config than the supervisor logged.
+
+JetStream follows Go's diffOptions field by field (``jetstream_changes``): turning it on or
+off, and raising ``max_mem_store``/``max_file_store`` from a configured value, are applied
+by every worker (``apply_jetstream``: each runs the JetStream of the accounts it owns, and
+the server limits are read from its settings at every check); lowering a limit, moving
+between a configured and a dynamic one, a new store directory and every other key of the
+block refuse the reload with Go's texts.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ import time
 from typing import Any, Callable
 
 from natsx import logs
+from natsx.server import trace
 from natsx.server.config_options import (
     ConfigProcessError,
     go_duration_string,
@@ -95,6 +103,7 @@ _FIELDS: list[tuple[str, str, Callable[[Any], str | None] | None]] = [
     # (and the top-level mappings, the global account's) are applied by apply_accounts.
     ("accounts", "Accounts", lambda v: "accounts"),
     ("no_auth_user", "NoAuthUser", None),
+    ("default_sentinel", "DefaultSentinel", lambda v: f"default_sentinel = {v}"),
     ("system_account", "SystemAccount", None),
     ("no_system_account", "NoSystemAccount", None),
     ("username", "Username", lambda v: "authorization username"),
@@ -112,9 +121,8 @@ _FIELDS: list[tuple[str, str, Callable[[Any], str | None] | None]] = [
     ("max_pending", "MaxPending", None),
     ("no_fast_producer_stall", "NoFastProducerStall",
      lambda v: f"fast producers will {'not ' if v else ''}be stalled"),
+    # JetStream and StoreDir to SyncAlways: jetstream_changes, as Go's diffOptions.
     ("jetstream", "JetStream", None),
-    ("store_dir", "StoreDir", None),
-    ("jetstream_config", "JetStreamMaxMemory", None),
     ("pid_file", "PidFile", lambda v: f"pid_file = {v}" if v else None),
     ("ports_file_dir", "PortsFileDir", lambda v: f"ports_file_dir = {v}"),
     ("log_file", "LogFile", lambda v: f"log_file = {v}"),
@@ -142,6 +150,7 @@ _FIELDS: list[tuple[str, str, Callable[[Any], str | None] | None]] = [
     ("max_closed_clients", "MaxClosedClients", None),
     ("lame_duck_duration", "LameDuckDuration", None),
     ("lame_duck_grace_period", "LameDuckGracePeriod", None),
+    ("max_traced_msg_len", "MaxTracedMsgLen", lambda v: f"max_traced_msg_len = {v}"),
     # Operator mode (Go refuses these: the default case of diffOptions).
     ("trusted_keys", "TrustedKeys", None),
     ("trusted_operators", "TrustedOperators", None),
@@ -153,6 +162,167 @@ _FIELDS: list[tuple[str, str, Callable[[Any], str | None] | None]] = [
 _DURATIONS = {"ping_interval", "write_deadline", "lame_duck_duration", "lame_duck_grace_period"}
 LOGGING_FIELDS = ("debug", "trace", "trace_verbose", "logtime", "logtime_utc", "log_file",
                   "syslog", "remote_syslog")
+
+
+# ------------------------------------------------------------------ JetStream
+
+_CIPHERS = {"chachapoly": "ChaCha20-Poly1305", "aes": "AES-GCM"}
+
+
+def _js_limits_v(lim: dict) -> str:
+    # Go's %v of a JSLimitOpts.
+    def d(key):
+        return _dur((lim.get(key) or 0) / 1e9)
+    return "{%d %d %d %s %d %d %d %s}" % (
+        lim.get("max_request_batch", 0), lim.get("max_ack_pending", 0),
+        lim.get("max_ha_assets", 0), d("duplicate_window"),
+        lim.get("batch_max_inflight_per_stream", 0), lim.get("batch_max_inflight_total", 0),
+        lim.get("batch_max_msgs", 0), d("batch_timeout"))
+
+
+def jetstream_fields(o: Options) -> list[tuple[str, Any, str]]:
+    """The JetStream fields of Go's Options after setBaselineOptions, in struct order:
+    (Go field name, value, its %v)."""
+    cfg = o.jetstream_config or {}
+    request_limit = cfg.get("request_queue_limit", 0) or 0
+    if request_limit <= 0:
+        request_limit = 10_000                  # Go JSDefaultRequestQueueLimit
+    info_limit = cfg.get("info_queue_limit", 0) or 0
+    if info_limit <= 0:
+        info_limit = request_limit
+    sync_always = bool(cfg.get("sync_always")) and "sync_interval" not in cfg
+    # Go: "sync: always" sets SyncInterval to its default (2m) as well.
+    interval = 120 * 10**9 if sync_always else cfg.get("sync_interval", 0) or 0
+    lim = cfg.get("limits") or {}
+    fields = [
+        ("JetStream", bool(o.jetstream)),
+        ("NoJetStreamStrict", not cfg.get("strict", True)),
+        ("JetStreamMaxMemory", cfg.get("max_memory", -1)),
+        ("JetStreamMaxStore", cfg.get("max_store", -1)),
+        ("JetStreamDomain", cfg.get("domain", "") or ""),
+        ("JetStreamExtHint", (cfg.get("extension_hint", "") or "").lower()),
+        ("JetStreamKey", cfg.get("key", "") or ""),
+        ("JetStreamOldKey", cfg.get("prev_key", "") or ""),
+        ("JetStreamCipher", _CIPHERS.get(cfg.get("cipher", ""), "None")),
+        ("JetStreamUniqueTag", cfg.get("unique_tag", "") or ""),
+        ("JetStreamLimits", _js_limits_v(lim)),
+        ("JetStreamMaxCatchup", cfg.get("max_outstanding_catchup", 0) or 0),
+        ("JetStreamRequestQueueLimit", request_limit),
+        ("JetStreamInfoQueueLimit", info_limit),
+        ("JetStreamMetaCompact", cfg.get("meta_compact", 0) or 0),
+        ("JetStreamMetaCompactSize", cfg.get("meta_compact_size", 0) or 0),
+        ("JetStreamMetaCompactSync", bool(cfg.get("meta_compact_sync"))),
+        ("JetStreamConcurrentIOs", cfg.get("max_concurrent_io", 0) or 4096),
+        ("StreamMaxBufferedMsgs", cfg.get("max_buffered_msgs", 0) or 0),
+        ("StreamMaxBufferedSize", cfg.get("max_buffered_size", 0) or 0),
+        ("StoreDir", o.store_dir or ""),
+        ("SyncInterval", interval),
+        ("SyncAlways", sync_always),
+    ]
+    out = []
+    for name, value in fields:
+        if name == "SyncInterval":
+            shown = _dur(value / 1e9)
+        elif name == "JetStreamLimits":
+            shown, value = value, lim
+        elif name in ("JetStreamKey", "JetStreamOldKey"):
+            shown = "[REDACTED]" if value else ""    # Go prints the key; natsx does not
+        else:
+            shown = _v(value)
+        out.append((name, value, shown))
+    return out
+
+
+# The keys of Options.jetstream_config that jetstream_fields covers.
+_JS_KEYS = frozenset((
+    "strict", "max_memory", "max_store", "domain", "extension_hint", "key", "prev_key",
+    "cipher", "unique_tag", "limits", "max_outstanding_catchup", "request_queue_limit",
+    "info_queue_limit", "meta_compact", "meta_compact_size", "meta_compact_sync",
+    "max_concurrent_io", "max_buffered_msgs", "max_buffered_size", "sync_interval",
+    "sync_always"))
+
+
+def jetstream_changes(old: Options, new: Options, js_enabled: bool | None = None) -> list[str]:
+    """Go's diffOptions for the JetStream fields: the ``Reloaded: ...`` texts (enabling or
+    disabling JetStream, raising ``max_mem_store``/``max_file_store``).
+
+    Raises:
+        ReloadError: a change Go refuses (a lower or dynamic limit, another store
+        directory, and every other JetStream field, which is not reloadable).
+    """
+    from natsx.jetstream.manager import friendly_bytes
+
+    if js_enabled is None:
+        js_enabled = bool(old.jetstream)
+    changes: list[str] = []
+    disable_js = False
+    mem_changed = file_changed = dir_changed = False
+    limits_at = -1
+    new_mem = new_store = 0
+    for (name, before, shown_before), (_, after, shown_after) in zip(
+            jetstream_fields(old), jetstream_fields(new)):
+        if before == after:
+            continue
+        if name == "JetStream":
+            changes.append("JetStream")
+            disable_js = not after
+        elif name == "StoreDir":
+            if js_enabled:
+                if after == "":
+                    dir_changed = True     # fine only when JetStream goes off
+                else:
+                    raise ReloadError("config reload not supported for jetstream storage "
+                                      "directory")
+        elif name in ("JetStreamMaxMemory", "JetStreamMaxStore"):
+            if not js_enabled:
+                continue
+            if before != -1 and after != -1 and after > before:
+                if limits_at < 0:
+                    limits_at = len(changes)
+                    changes.append("")
+                if name == "JetStreamMaxMemory":
+                    new_mem = after
+                else:
+                    new_store = after
+            elif before != -1 and after == -1:
+                if name == "JetStreamMaxMemory":
+                    mem_changed = True
+                else:
+                    file_changed = True
+            elif before == -1:
+                raise ReloadError("config reload not supported for jetstream dynamic max "
+                                  "memory and store")
+            else:
+                raise ReloadError("config reload not supported for decreasing jetstream max "
+                                  "memory and store")
+        elif name in ("JetStreamMetaCompact", "JetStreamMetaCompactSize",
+                      "JetStreamMetaCompactSync"):
+            continue    # reloadable in Go (the meta group reads them); clustering only
+        elif name == "JetStreamConcurrentIOs" and not new.jetstream:
+            continue    # Go keeps the running value while JetStream is off
+        else:
+            raise ReloadError(f"config reload not supported for {name}: "
+                              f"old={shown_before}, new={shown_after}")
+    old_cfg, new_cfg = old.jetstream_config or {}, new.jetstream_config or {}
+    for key in sorted(set(old_cfg) | set(new_cfg)):
+        if key not in _JS_KEYS and old_cfg.get(key) != new_cfg.get(key):
+            # A key jetstream_fields does not know yet: never accepted and ignored.
+            raise ReloadError(f"config reload not supported for jetstream {key}")
+    if not disable_js:
+        if mem_changed or file_changed:
+            raise ReloadError("config reload not supported for jetstream max memory and "
+                              "max store")
+        if dir_changed:
+            raise ReloadError("config reload not supported for jetstream storage dir")
+    if limits_at >= 0:
+        # Go's jetStreamLimitsOption.Apply: one notice per raised limit.
+        texts = []
+        if new_mem > 0:
+            texts.append(f"JetStream max_mem_store = {friendly_bytes(new_mem)}")
+        if new_store > 0:
+            texts.append(f"JetStream max_file_store = {friendly_bytes(new_store)}")
+        changes[limits_at:limits_at + 1] = texts
+    return changes
 
 
 def read_new_options(current: Options) -> Options:
@@ -190,6 +360,9 @@ def diff_options(old: Options, new: Options) -> list[str]:
         before, after = getattr(old, attr), getattr(new, attr)
         if attr in ("users", "accounts"):
             changes.append(describe(after))  # Go re-checks these on every reload
+            continue
+        if attr == "jetstream":
+            changes.extend(jetstream_changes(old, new))
             continue
         if before == after and not (attr == "tls_config" and after is not None):
             # Go re-reads the tls block's files on every reload and logs it.
@@ -280,8 +453,54 @@ def reload_worker(server) -> None:
     if logging_changed(current, new):
         logs.setup_from(new)
     apply_reload(server, new)
+    trace.apply(server)
+    apply_jetstream(server, current, new)
     if getattr(server, "system", None) is not None:
         server.system.reloaded()
+
+
+def apply_jetstream(server, old: Options, new: Options) -> None:
+    """The JetStream part of a reload in a worker, after ``jetstream_changes`` accepted it:
+    Go's jetStreamLimitsOption.Apply (raised limits), DisableJetStream and
+    restartJetStream. A worker started without JetStream, so without a raft process,
+    writes the streams of its accounts itself (natsx.jetstream.manager)."""
+    js = server.jetstream
+    if js is not None and not new.jetstream:
+        if server.worker_index == 0:
+            log.info("Initiating JetStream Shutdown...")
+        js.shutdown()
+        # Kept for its API subscriptions, which leave requests unanswered as Go's do.
+        server.jetstream_off = js
+        server.jetstream = None
+        if server.worker_index == 0:
+            log.info("JetStream Shutdown")
+        return
+    if js is None and new.jetstream:
+        from natsx.jetstream import JetStream
+
+        off = getattr(server, "jetstream_off", None)
+        if off is not None:
+            off.unsubscribe_api()
+            server.jetstream_off = None
+        if server.worker_index == 0:
+            log.info("Restarting JetStream")
+        js = server.jetstream = JetStream(server)
+        js.start(server._nursery)
+        if server.mesh is not None and getattr(server, "js_relay", None) is None:
+            from natsx.jetstream.relay import Relay
+
+            server.js_relay = Relay(server)
+            server.js_relay.start()
+        return
+    if js is None:
+        return
+    cfg = new.jetstream_config or {}
+    settings = js.settings
+    mem, store = cfg.get("max_memory", -1), cfg.get("max_store", -1)
+    if mem > 0 and mem != settings.max_memory:
+        settings.max_memory = mem
+    if store > 0 and store != settings.max_store:
+        settings.max_store = store
 
 
 def apply_accounts(server, old: Options, new: Options) -> None:

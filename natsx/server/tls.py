@@ -11,6 +11,18 @@ client certificates required when ``verify`` is set, Go's cipher suites (by thei
 and curve preferences. It raises ``TLSSetupError`` with Go's text, which the config loader
 reports at startup and on a reload, so a bad file never reaches a worker.
 
+``certs`` (or ``certificates``) gives several certificate/key pairs instead of one: each
+gets its own context with the same settings, and an SNI callback on the first switches a
+handshake to the context of the first certificate whose DNS names match the name the
+client asked for (Go's crypto/tls getCertificate: ``*`` only as the whole leftmost label,
+no match or no name: the first certificate). Go also skips a certificate whose key type
+the client cannot verify; natsx does not. The callback runs once per handshake, off the
+hot path. ``client_context(opts)`` is the same block used to connect out (``resolver_tls``).
+
+The Windows certificate store keys (``cert_store`` and friends) never reach here: on
+Linux Go refuses a store in the config parser, and so does natsx, with Go's texts.
+``connection_rate_limit`` is natsx.server.tls_rate.
+
 The connection stays a non-blocking stdlib socket. ``wrap_server(ctx, sock)`` turns it into a
 non-blocking ``ssl.SSLSocket`` (the original socket object is detached: use the returned one
 from then on) and ``await handshake(tls_sock, timeout)`` drives ``do_handshake`` with trio's
@@ -34,13 +46,16 @@ import ssl
 import attrs
 import trio
 
-__all__ = ["TLSConfigOpts", "TLSSetupError", "HandshakeError", "server_context", "wrap_server",
+__all__ = ["TLSConfigOpts", "TLSSetupError", "HandshakeError", "server_context",
+           "client_context", "name_matches", "pick_context", "wrap_server", "check_ocsp_peer",
            "handshake", "peek", "connection_state", "peer_certificates", "peer_certificate",
            "pinned", "cert_not_after", "GO_CIPHERS", "INSECURE_CIPHERS", "CURVES",
-           "TLS_TIMEOUT", "HANDSHAKE_FIRST_FALLBACK", "WANT_IO"]
+           "TLS_TIMEOUT", "HANDSHAKE_FIRST_FALLBACK", "THROTTLED_ERR", "WANT_IO"]
 
 TLS_TIMEOUT = 2.0                 # Go: TLS_TIMEOUT
 HANDSHAKE_FIRST_FALLBACK = 0.05   # Go: DEFAULT_TLS_HANDSHAKE_FIRST_FALLBACK_DELAY
+#: what a client refused by ``connection_rate_limit`` reads (natsx.server.tls_rate)
+THROTTLED_ERR = "Connection throttling is active. Please try again later."
 
 #: The "wait and retry" errors of a non-blocking SSL socket (and of a plain one).
 WANT_IO = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
@@ -132,8 +147,28 @@ class TLSConfigOpts:
     pinned_certs: frozenset | None = None
     #: "1.2" or "1.3"; empty: TLS 1.2
     min_version: str = ""
+    #: ``certs``/``certificates``: (cert_file, key_file) pairs, chosen by the client's SNI
+    #: name, the first by default; empty when ``cert_file`` is used (Go forbids both)
+    certificates: tuple = ()
+    #: ``connection_rate_limit``: TLS handshakes started per second; 0: no limit
+    rate_limit: int = 0
+    #: ``ocsp_peer`` (natsx.server.ocsp_peer.OCSPPeerConfig); None: not configured
+    ocsp_peer: object = None
     #: a digest of the files' contents, so that a reload sees replaced certificates
     files_digest: str = ""
+
+    @property
+    def ocsp_peer_verify(self) -> bool:
+        """``ocsp_peer`` is on (its ``verify``)."""
+        return self.ocsp_peer is not None and self.ocsp_peer.verify
+
+    @property
+    def primary_pair(self) -> tuple[str, str]:
+        """The default certificate and key files: ``cert_file``/``key_file`` or the first
+        of ``certificates`` (what Go's monitor serves and reports in varz)."""
+        if self.cert_file or not self.certificates:
+            return self.cert_file, self.key_file
+        return self.certificates[0]
 
 
 class TLSSetupError(Exception):
@@ -165,7 +200,10 @@ def _read(path: str) -> bytes:
 def files_digest(opts: TLSConfigOpts) -> str:
     """A digest of the certificate, key and CA files (empty when none can be read)."""
     h = hashlib.sha256()
-    for path in (opts.cert_file, opts.key_file, opts.ca_file):
+    paths = [opts.cert_file, opts.key_file, opts.ca_file]
+    for cert, key in opts.certificates:
+        paths += [cert, key]
+    for path in paths:
         if path:
             try:
                 with open(path, "rb") as f:
@@ -175,8 +213,8 @@ def files_digest(opts: TLSConfigOpts) -> str:
     return h.hexdigest()
 
 
-def _load_pair(ctx: ssl.SSLContext, cert_file: str, key_file: str) -> None:
-    prefix = "error parsing X509 certificate/key pair: "
+def _load_pair(ctx: ssl.SSLContext, cert_file: str, key_file: str, which: str = "") -> None:
+    prefix = f"error parsing X509 certificate/key pair{which}: "
     try:
         cert = _read(cert_file)
         key = _read(key_file)
@@ -197,15 +235,11 @@ def _load_pair(ctx: ssl.SSLContext, cert_file: str, key_file: str) -> None:
         raise TLSSetupError(prefix + str(exc)) from None
 
 
-def server_context(opts: TLSConfigOpts) -> ssl.SSLContext:
-    """The server-side ``ssl.SSLContext`` for a ``tls {}`` block (Go: GenTLSConfig).
-
-    Raises:
-        TLSSetupError: a file is missing or unusable, with Go's text.
-    """
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+def _base_context(opts: TLSConfigOpts, purpose: int) -> ssl.SSLContext:
+    """A context with every setting of ``opts`` but the certificates and CAs."""
+    ctx = ssl.SSLContext(purpose)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    # A client that drops the TCP connection without close_notify is a clean EOF in Go.
+    # A peer that drops the TCP connection without close_notify is a clean EOF in Go.
     ctx.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
     ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE     # Go: PreferServerCipherSuites
     ctx.options |= ssl.OP_NO_RENEGOTIATION if hasattr(ssl, "OP_NO_RENEGOTIATION") else 0
@@ -226,22 +260,6 @@ def server_context(opts: TLSConfigOpts) -> ssl.SSLContext:
             ctx.set_ecdh_curve(CURVES[curves[0]])
         except (ValueError, ssl.SSLError):
             pass
-    if opts.cert_file and not opts.key_file:
-        raise TLSSetupError("missing 'key_file' in TLS configuration")
-    if opts.key_file and not opts.cert_file:
-        raise TLSSetupError("missing 'cert_file' in TLS configuration")
-    if opts.cert_file:
-        _load_pair(ctx, opts.cert_file, opts.key_file)
-    if opts.verify:
-        ctx.verify_mode = ssl.CERT_REQUIRED   # Go: RequireAndVerifyClientCert
-    if opts.ca_file:
-        pem = _read(opts.ca_file)
-        try:
-            ctx.load_verify_locations(cadata=pem.decode("latin-1"))
-        except (ssl.SSLError, ValueError):
-            raise TLSSetupError("failed to parse root ca certificate") from None
-    elif opts.verify:
-        ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)   # Go: the system roots
     if opts.min_version:
         version = _VERSIONS.get(opts.min_version)
         if version is None:
@@ -250,14 +268,145 @@ def server_context(opts: TLSConfigOpts) -> ssl.SSLContext:
     return ctx
 
 
+def _check_files(opts: TLSConfigOpts) -> None:
+    if opts.cert_file and not opts.key_file:
+        raise TLSSetupError("missing 'key_file' in TLS configuration")
+    if opts.key_file and not opts.cert_file:
+        raise TLSSetupError("missing 'cert_file' in TLS configuration")
+
+
+def _load_cas(ctx: ssl.SSLContext, opts: TLSConfigOpts) -> None:
+    pem = _read(opts.ca_file)
+    try:
+        ctx.load_verify_locations(cadata=pem.decode("latin-1"))
+    except (ssl.SSLError, ValueError):
+        raise TLSSetupError("failed to parse root ca certificate") from None
+
+
+def _server_context(opts: TLSConfigOpts, pair: tuple[str, str] | None,
+                    which: str = "") -> ssl.SSLContext:
+    ctx = _base_context(opts, ssl.PROTOCOL_TLS_SERVER)
+    if pair is not None:
+        _load_pair(ctx, pair[0], pair[1], which)
+    if opts.verify:
+        ctx.verify_mode = ssl.CERT_REQUIRED   # Go: RequireAndVerifyClientCert
+    if opts.ca_file:
+        _load_cas(ctx, opts)
+    elif opts.verify:
+        ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)   # Go: the system roots
+    return ctx
+
+
+def server_context(opts: TLSConfigOpts) -> ssl.SSLContext:
+    """The server-side ``ssl.SSLContext`` for a ``tls {}`` block (Go: GenTLSConfig).
+
+    With ``certificates``, the context holds the first pair and an SNI callback switches
+    a handshake to the context of the first pair whose certificate names the client's
+    server name (Go: crypto/tls getCertificate, which falls back to the first too).
+
+    Raises:
+        TLSSetupError: a file is missing or unusable, with Go's text.
+    """
+    _check_files(opts)
+    if opts.cert_file or not opts.certificates:
+        return _server_context(opts, (opts.cert_file, opts.key_file) if opts.cert_file
+                               else None)
+    n = len(opts.certificates)
+    contexts = []
+    for i, pair in enumerate(opts.certificates):
+        ctx = _server_context(opts, pair, f" {i + 1}/{n}")
+        contexts.append((_cert_names(pair[0]), ctx))
+    main = contexts[0][1]
+    if n > 1:
+        main.sni_callback = _sni_picker(contexts)
+    return main
+
+
+def client_context(opts: TLSConfigOpts) -> ssl.SSLContext:
+    """A client-side ``ssl.SSLContext`` for a ``tls {}`` block used to connect out (Go:
+    GenTLSConfig with the CA file as RootCAs, as for ``resolver_tls``): the server's
+    certificate checked against ``ca_file`` (the system roots without one) and its name,
+    unless ``insecure``; ``cert_file``/``key_file`` (or the first of ``certificates``)
+    offered as the client certificate.
+
+    Raises:
+        TLSSetupError: a file is missing or unusable, with Go's text.
+    """
+    _check_files(opts)
+    ctx = _base_context(opts, ssl.PROTOCOL_TLS_CLIENT)
+    cert, key = opts.primary_pair
+    if cert:
+        which = f" 1/{len(opts.certificates)}" if opts.certificates else ""
+        _load_pair(ctx, cert, key, which)
+    if opts.ca_file:
+        _load_cas(ctx, opts)
+    else:
+        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    if opts.insecure:
+        ctx.check_hostname = False            # Go: InsecureSkipVerify
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _cert_names(cert_file: str) -> tuple[str, ...]:
+    """The DNS names of a certificate file's leaf (its SANs; Go ignores the CN)."""
+    from cryptography import x509
+
+    try:
+        with open(cert_file, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return ()
+    return tuple(n.lower().rstrip(".") for n in san.value.get_values_for_type(x509.DNSName))
+
+
+def name_matches(pattern: str, host: str) -> bool:
+    """Go's matchHostnames: case-insensitive, a ``*`` only as the whole leftmost label."""
+    host = host.lower().rstrip(".")
+    if not host or not pattern:
+        return False
+    p_labels = pattern.split(".")
+    h_labels = host.split(".")
+    if len(p_labels) != len(h_labels):
+        return False
+    for i, (p, h) in enumerate(zip(p_labels, h_labels)):
+        if i == 0 and p == "*":
+            continue
+        if p != h:
+            return False
+    return True
+
+
+def pick_context(contexts: list, server_name: str | None):
+    """The context of the first certificate valid for ``server_name``; the first without
+    a name or a match."""
+    if server_name:
+        for names, ctx in contexts:
+            if any(name_matches(n, server_name) for n in names):
+                return ctx
+    return contexts[0][1]
+
+
+def _sni_picker(contexts: list):
+    def callback(sock: ssl.SSLObject, server_name: str | None, _ctx) -> None:
+        chosen = pick_context(contexts, server_name)
+        if chosen is not sock.context:
+            sock.context = chosen
+        return None
+
+    return callback
+
+
 def cert_not_after(opts: TLSConfigOpts) -> float | None:
     """The expiry (epoch seconds) of the configured certificate, or None."""
-    if not opts.cert_file:
+    cert_file = opts.primary_pair[0]
+    if not cert_file:
         return None
     try:
         from cryptography import x509
 
-        with open(opts.cert_file, "rb") as f:
+        with open(cert_file, "rb") as f:
             cert = x509.load_pem_x509_certificate(f.read())
         return cert.not_valid_after_utc.timestamp()
     except (OSError, ValueError):
@@ -299,6 +448,21 @@ async def handshake(tls_sock: ssl.SSLSocket, timeout: float) -> None:
                 raise HandshakeError(str(exc)) from None
     if scope.cancelled_caught:
         raise HandshakeError("i/o timeout", timeout=True)
+
+
+async def check_ocsp_peer(tls_sock: ssl.SSLSocket, ctx: ssl.SSLContext,
+                          opts: TLSConfigOpts | None) -> None:
+    """``ocsp_peer`` after the handshake (natsx.server.ocsp_peer).
+
+    Raises:
+        HandshakeError: Go's "client not OCSP valid".
+    """
+    if opts is None or not opts.ocsp_peer_verify:
+        return
+    from natsx.server.ocsp_peer import REJECT_CLIENT, check_connection
+
+    if not await check_connection(tls_sock, ctx, opts.ocsp_peer):
+        raise HandshakeError(REJECT_CLIENT)
 
 
 async def peek(sock: socket.socket, timeout: float, size: int = 1) -> bytes:

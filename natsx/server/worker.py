@@ -27,6 +27,7 @@ from natsx._speedups import load
 from natsx.auth.nkeys import new_nonce
 from natsx.auth.users import Authenticator
 from natsx.protocol import encode
+from natsx.server import trace
 from natsx.server.accounts import Account, system_account_name
 from natsx.server.authorization import check_subscribe
 from natsx.server.connection import (MAX_CONNECTIONS, SERVER_SHUTDOWN, STALE,
@@ -91,6 +92,8 @@ class Server:
         self.internal_clients: dict = {}
         self.batch_hooks: list = []
         self.sub_hooks: list = []
+        # hook(account, sub) after a client of this worker unsubscribed or disconnected
+        self.unsub_hooks: list = []
         self._in_batch = False
         self.jetstream = None
         self.imports = None
@@ -108,6 +111,10 @@ class Server:
         self._info_base = self._build_info()
         self.tls_context = None
         self.setup_tls(options)
+        # connection_rate_limit, fixed at startup as in Go (natsx.server.tls_rate)
+        from natsx.server.tls_rate import HandshakeRate
+
+        self.tls_rate = HandshakeRate.for_options(options)
         self.shutdown_event = trio.Event()
         from natsx.server.system import SystemServices
 
@@ -311,6 +318,8 @@ class Server:
             if self.options.jetstream and self.mesh is not None:
                 await self._await_jetstream()
             nursery.start_soon(self._accept_loop)
+            if self.tls_rate is not None:
+                nursery.start_soon(self.tls_rate.log_loop)
             if self.ws_listener is not None:
                 from natsx.server.wsaccept import accept_loop
 
@@ -411,6 +420,9 @@ class Server:
         if self.mesh is not None:
             for sub in subs:
                 self.mesh.sub_removed(conn.core.account_name, sub)
+        for hook in self.unsub_hooks:
+            for sub in subs:
+                hook(conn.core.account_name, sub)
         conn.final_subs = subs     # /connz?state=closed&subs=detail lists them
         conn.core.subs = {}
         self.closed.append(conn)
@@ -500,6 +512,8 @@ class Server:
                 if core.conn is not None:
                     # "UNSUB, flush" promises the peers stopped routing here too.
                     core.conn.sub_seq = seq
+            for hook in self.unsub_hooks:
+                hook(core.account_name, sub)
 
     # ------------------------------------------------------------------ batches
 
@@ -515,6 +529,8 @@ class Server:
                     expired, router.expired = router.expired, []
                     for sub in expired:
                         self._unsubscribe(sub.client, sub)
+                        if sub.client.trace:
+                            trace.expired(sub.client.conn, sub.sid)
                 if router.internal:
                     internal, router.internal = router.internal, []
                     for item in internal:

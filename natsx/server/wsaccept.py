@@ -132,6 +132,7 @@ async def _serve(server: "Server", sock) -> None:
                     await tlsmod.handshake(sock, wo.tls.timeout or tlsmod.TLS_TIMEOUT)
                     if not tlsmod.pinned(sock, wo.tls.pinned_certs):
                         raise tlsmod.HandshakeError("peer certificate not pinned")
+                    await tlsmod.check_ocsp_peer(sock, _tls_context(server), wo.tls)
                 except (tlsmod.HandshakeError, OSError) as exc:
                     log.error("websocket: http: TLS handshake error from %s: %s", addr, exc)
                     return

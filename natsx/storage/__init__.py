@@ -5,7 +5,9 @@ group-committed, readable from other processes through ``LmdbReader``). Both imp
 same ``StreamStore`` API, which mirrors the Go server's ``StreamStore`` interface
 (server/store.go) method by method; see base.py for the shared semantics.
 ``RaftLmdbStore`` (raftlmdb.py) is the worker's LMDB store when the raft process writes:
-same layout, writes proposed to the raft process, reads from LMDB overlaid with them.
+same layout, writes proposed to the raft process, reads from LMDB overlaid with them. The reads
+of that layout are written once, in lmdbread.py; crypt.py is encryption at rest of file
+streams (``jetstream { key, cipher, prev_key }``).
 """
 
 from .base import StorageUpdateHandler, StreamStore

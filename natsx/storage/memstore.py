@@ -131,7 +131,9 @@ class MemStore(StreamStore):
 
     def __init__(self, cfg: Optional[StoreConfig] = None) -> None:
         super().__init__(cfg if cfg is not None else StoreConfig(storage=MEMORY_STORAGE))
-        self._by_seq: dict[int, StoredMsg] = {}
+        # seq -> (subject, headers, payload, ts): a StoredMsg is made when one is read (its
+        # frozen attrs constructor costs more than the rest of a store).
+        self._by_seq: dict[int, tuple] = {}
         self._ttls: dict[int, int] = {}
         self._seqs = SeqList()
         self._ttl_heap: list[tuple[int, int]] = []
@@ -141,7 +143,7 @@ class MemStore(StreamStore):
     # -- primitives -----------------------------------------------------------------------------
 
     def _p_put(self, seq, subject, headers, payload, ts, ttl):
-        self._by_seq[seq] = StoredMsg(subject, headers, payload, seq, ts)
+        self._by_seq[seq] = (subject, headers, payload, ts)
         self._seqs.append(seq)
         if ttl:
             self._ttls[seq] = ttl
@@ -149,24 +151,25 @@ class MemStore(StreamStore):
                 heapq.heappush(self._ttl_heap, (ts + ttl * NS_PER_SECOND, seq))
 
     def _p_get(self, seq):
-        return self._by_seq.get(seq)
+        m = self._by_seq.get(seq)
+        return None if m is None else StoredMsg(m[0], m[1], m[2], seq, m[3])
 
-    def _size(self, sm: StoredMsg) -> int:
-        return self.cfg.msg_size(subject_len(sm.subject), len(sm.headers), len(sm.payload))
+    def _size(self, m: tuple) -> int:
+        return self.cfg.msg_size(subject_len(m[0]), len(m[1]), len(m[2]))
 
     def _p_info(self, seq):
-        sm = self._by_seq.get(seq)
-        if sm is None:
+        m = self._by_seq.get(seq)
+        if m is None:
             return None
-        return sm.subject, sm.ts, self._ttls.get(seq, 0), self._size(sm)
+        return m[0], m[3], self._ttls.get(seq, 0), self._size(m)
 
     def _p_delete(self, seq, secure):
-        sm = self._by_seq.pop(seq, None)
-        if sm is None:
+        m = self._by_seq.pop(seq, None)
+        if m is None:
             return None
         self._seqs.discard(seq)
         self._ttls.pop(seq, None)
-        return sm.subject, self._size(sm)
+        return m[0], self._size(m)
 
     def _p_next_seq(self, seq):
         return self._seqs.ceil(seq)
@@ -180,13 +183,13 @@ class MemStore(StreamStore):
     def _p_scan(self, lo, hi, reverse=False):
         by_seq, ttls = self._by_seq, self._ttls
         for seq in self._seqs.irange(lo, hi, reverse):
-            sm = by_seq[seq]
-            yield seq, sm.subject, sm.ts, ttls.get(seq, 0)
+            m = by_seq[seq]
+            yield seq, m[0], m[3], ttls.get(seq, 0)
 
     def _p_subject_scan(self, subject, lo, hi, reverse=False):
         by_seq = self._by_seq
         for seq in self._seqs.irange(lo, hi, reverse):
-            if by_seq[seq].subject == subject:
+            if by_seq[seq][0] == subject:
                 yield seq
 
     def _p_count(self, lo, hi):
@@ -199,9 +202,9 @@ class MemStore(StreamStore):
         self._ttl_heap = []
 
     def _ttl_live(self, expires: int, seq: int) -> bool:
-        sm = self._by_seq.get(seq)
+        m = self._by_seq.get(seq)
         ttl = self._ttls.get(seq, 0)
-        return sm is not None and ttl > 0 and sm.ts + ttl * NS_PER_SECOND == expires
+        return m is not None and ttl > 0 and m[3] + ttl * NS_PER_SECOND == expires
 
     def _p_ttl_due(self, now):
         heap, due = self._ttl_heap, []

@@ -18,14 +18,24 @@ whose primitives
 
 ``commit_batch`` sends the recorded operations as one proposal of the stream's RAFT group and
 returns at once; ``last_proposal`` is its index, which the owner awaits
-(``RaftClient.wait``) before acknowledging anything the batch did. A proposal, once applied,
-is in LMDB and in the overlay at the same time until its answer is read; every merge is
-idempotent for that (a put is shown once, a delete hides both). Once answered, the entries
-leave the overlay, which is rebuilt from the proposals still in flight.
+(``RaftClient.wait``: durable in the raft process's log) before acknowledging anything the
+batch did; LMDB takes it a little later (``group.applied``). A proposal, once applied, is in
+LMDB and in the overlay at the same time until the overlay lets it go; every merge is
+idempotent for that (a put is shown once, a delete hides both). Applied entries leave the
+overlay when it is rebuilt from the proposals still in flight: once none is left, once the
+applied ones it still holds pass a size, or after a refusal. The writes of a batch read
+through one snapshot, taken at its first write and let go at its commit (or at a rebuild).
 
 A write made outside a batch calls ``on_dirty`` (the stream marks itself dirty), so it is
 committed, and awaited, with the batch of the round. The environment has the LmdbStore layout
-(lmdbstore.py), so ``LmdbStore`` and ``LmdbReader`` open it as well.
+(lmdbstore.py), so ``LmdbStore`` and ``LmdbReader`` open it as well; the reads shared with
+them, decryption included, are lmdbread.py's.
+
+Encryption at rest (crypt.py): the proposals carry values already sealed with the stream's
+codec, so the raft process (and its in-memory log) never sees plaintext nor keys. Setting an
+environment up for encryption, or converting it (a new key, the previous key, plaintext data),
+is the one write a worker makes itself: ``crypt.prepare_path``, in one LMDB transaction, just
+before the raft process opens the group and before any proposal of the stream exists.
 """
 from __future__ import annotations
 
@@ -34,39 +44,47 @@ import os
 from bisect import bisect_left, bisect_right
 from typing import Optional
 
-import cbor2
 import lmdb
 
 from natsx.raftd import protocol as P
 
 from .base import NS_PER_SECOND, StreamStore, _reader
-from .consumerstore import ConsumerStore, decode_consumer, encode_consumer
-from .lmdbstore import (_HDR, _MAX_DBS, _REC, _STATE, _TTL_KEY, _U64, LmdbStore, _decode_msg,
-                        _decode_subject, _dups, _encode_subject, _open_dbs, subject_key)
-from .types import FILE_STORAGE, ConsumerStoreConfig, StoreConfig, StoredMsg
+from .consumerstore import ConsumerStore
+from .crypt import Codec
+from .lmdbread import (HDR, MAX_DBS, REC, STATE, TTL_KEY, U64, LmdbReadPath, begin_read,
+                       decode_subject, dups, encode_subject, open_dbs)
+from .types import FILE_STORAGE, StoreConfig, StoredMsg
 
 __all__ = ["RaftLmdbStore"]
 
 _MAX_SEQ = (1 << 64) - 1
+# The overlay is rebuilt without the answered proposals once they hold this many bytes.
+_OV_KEEP_BYTES = 4 << 20
 
 
-class RaftLmdbStore(StreamStore):
+class RaftLmdbStore(LmdbReadPath, StreamStore):
     """A file stream store written through the raft process; ``group`` is the stream's
-    ``RaftGroup`` (natsx.raftd.client), already opened (so the environment exists)."""
+    ``RaftGroup`` (natsx.raftd.client), already opened (so the environment exists);
+    ``codec`` the stream's when it is encrypted (``crypt.prepare_path`` set it up)."""
 
     _cheap_subject_seek = True
 
-    def __init__(self, path, cfg: Optional[StoreConfig], group) -> None:
+    def __init__(self, path, cfg: Optional[StoreConfig], group,
+                 codec: Optional[Codec] = None) -> None:
         self.path = os.fspath(path)
         self.group = group
         self.on_dirty = None
         self.last_proposal = 0
-        env = lmdb.open(self.path, readonly=True, create=False, max_dbs=_MAX_DBS)
-        (self._dbm, self._dbs, self._dbt, self._dbmeta, self._dbc) = _open_dbs(env, None, False)
+        env = lmdb.open(self.path, readonly=True, create=False, max_dbs=MAX_DBS)
+        (self._dbm, self._dbs, self._dbt, self._dbmeta, self._dbc) = open_dbs(env, None, False)
+        self._use_codec(codec)
         self._env = env
         self._txn = None
         self._ops: list = []
-        self._inflight: list = []          # (index, ops) proposed, not yet answered
+        self._inflight: list = []          # (index, ops, size) proposed, not yet answered
+        self._ov_answered = 0              # size of the answered proposals still overlaid
+        self._ov_refused = group.refused   # the group's refusals the overlay has seen
+        self._batch_txn = None             # the read snapshot of the open batch's writes
         self._batch_open = False
         self._cfg_dirty = False
         self._dirty_consumers: dict[str, Optional[ConsumerStore]] = {}
@@ -78,29 +96,12 @@ class RaftLmdbStore(StreamStore):
             fresh = txn.get(b"state", db=self._dbmeta) is None
         finally:
             txn.abort()
-        if fresh:
-            self._write_call(RaftLmdbStore._init_fresh, self, (), {})
-        else:
-            self._reload()
-            if cfg is not None and cfg != self.cfg:
-                self.update_config(cfg)
-
-    def _init_fresh(self) -> None:
-        self._config_changed()
-        if self.cfg.first_seq > 0:
-            self._purge(self.cfg.first_seq)
+        self._open_state(cfg, fresh)
 
     def _reload(self) -> None:
         txn = self._begin()
         try:
-            state = _STATE.unpack(txn.get(b"state", db=self._dbmeta))
-            (self._msgs, self._bytes, self._first, self._first_ts, self._last,
-             self._last_ts) = state
-            self._saved_state = state
-            cfg = txn.get(b"config", db=self._dbmeta)
-            if cfg is not None:
-                self.cfg = StoreConfig(**cbor2.loads(bytes(cfg)))
-            self._fss = LmdbStore._load_subjects(self, txn)
+            self._load_state(txn)
         finally:
             txn.abort()
 
@@ -118,9 +119,11 @@ class RaftLmdbStore(StreamStore):
         if db == P.DB_MSGS:
             if op == P.OP_PUT:
                 seq = int.from_bytes(key, "big")
-                ts, ttl, sl, hl = _REC.unpack_from(value)
-                a, b = _HDR + sl, _HDR + sl + hl
-                self._ov_put(seq, _decode_subject(value[_HDR:a]), bytes(value[a:b]),
+                if self._open_rec is not None:
+                    value = self._open_rec(key, value)
+                ts, ttl, sl, hl = REC.unpack_from(value)
+                a, b = HDR + sl, HDR + sl + hl
+                self._ov_put(seq, decode_subject(value[HDR:a]), bytes(value[a:b]),
                              bytes(value[b:]), ts, ttl)
             elif op == P.OP_DEL:
                 seq = int.from_bytes(key, "big")
@@ -131,7 +134,7 @@ class RaftLmdbStore(StreamStore):
                 self._ov_ttls = []
                 self._ov_cleared = True
         elif db == P.DB_TTL and op == P.OP_PUT:
-            heapq.heappush(self._ov_ttls, _TTL_KEY.unpack(key))
+            heapq.heappush(self._ov_ttls, TTL_KEY.unpack(key))
         elif db == P.DB_CONSUMERS:
             self._ov_cons[key.decode()] = value if op == P.OP_PUT else None
 
@@ -147,14 +150,34 @@ class RaftLmdbStore(StreamStore):
                 seqs.insert(i, seq)
 
     def _sync_overlay(self) -> None:
-        """Drops the answered proposals from the overlay."""
+        """Forgets the proposals LMDB has taken (``group.applied``: the raft process answers
+        once a proposal is durable in its log, and applies it to LMDB right after); drops
+        them from the overlay once it holds enough of them (``_OV_KEEP_BYTES``), no proposal
+        is left in flight, or one was refused.
+
+        An applied proposal is in LMDB, so keeping it in the overlay changes no read (every
+        merge is idempotent); rebuilding the overlay from the proposals still in flight on
+        every answer would cost Python per message for every round a proposal waits."""
         inflight = self._inflight
-        if not inflight or inflight[0][0] > self.group.confirmed:
+        group = self.group
+        # What LMDB has (durable entries may still be on their way there); after a refusal
+        # (a fenced writer) what was answered, as nothing more will be applied for us.
+        applied = group.confirmed if group.refused else group.applied
+        if not inflight or inflight[0][0] > applied:
             return
-        confirmed = self.group.confirmed
-        self._inflight = inflight = [p for p in inflight if p[0] > confirmed]
+        keep = [p for p in inflight if p[0] > applied]
+        self._inflight = keep
+        if keep and self._ov_refused == self.group.refused:
+            for p in inflight[:len(inflight) - len(keep)]:
+                self._ov_answered += p[2]
+            if self._ov_answered < _OV_KEEP_BYTES:
+                return
+        self._ov_answered = 0
+        self._ov_refused = self.group.refused
+        inflight = keep
+        self._drop_batch_txn()
         self._ov_reset()
-        for _index, ops in inflight:
+        for _index, ops, _size in inflight:
             for op in ops:
                 self._ov_apply(*op)
         for op in self._ops:
@@ -166,12 +189,8 @@ class RaftLmdbStore(StreamStore):
     # -- transactions ----------------------------------------------------------------------
 
     def _begin(self) -> lmdb.Transaction:
-        try:
-            return self._env.begin(buffers=True)
-        except lmdb.MapResizedError:
-            # The raft process grew the map; adopt its size.
-            self._env.set_mapsize(0)
-            return self._env.begin(buffers=True)
+        # The raft process may have grown the map: begin_read adopts its size.
+        return begin_read(self._env)
 
     def _enter_read(self) -> None:
         self._sync_overlay()
@@ -181,14 +200,28 @@ class RaftLmdbStore(StreamStore):
         txn, self._txn = self._txn, None
         txn.abort()
 
+    def _drop_batch_txn(self) -> None:
+        txn, self._batch_txn = self._batch_txn, None
+        if txn is not None:
+            txn.abort()
+
     def _run_write(self, fn, obj, args, kwargs):
         self._sync_overlay()
         self._depth = 1
-        self._txn = self._begin()
+        if self._batch_open:
+            # Every write of a batch reads through one snapshot: the overlay holds every
+            # operation after it until the overlay is rebuilt, which drops the snapshot.
+            txn = self._batch_txn
+            if txn is None:
+                txn = self._batch_txn = self._begin()
+            self._txn = txn
+        else:
+            self._txn = self._begin()
         try:
             return fn(obj, *args, **kwargs)
         finally:
-            self._txn.abort()
+            if self._txn is not self._batch_txn:
+                self._txn.abort()
             self._txn = None
             self._depth = 0
             if not self._batch_open and self.on_dirty is not None and self._has_changes():
@@ -208,45 +241,49 @@ class RaftLmdbStore(StreamStore):
     def commit_batch(self) -> None:
         """Proposes what the batch wrote (``last_proposal`` is its index); returns at once."""
         self._batch_open = False
+        self._drop_batch_txn()
         if self._closed or not self._has_changes():
             return
         ops, self._ops = self._ops, []
         state = self._state_tuple()
         if state != self._saved_state:
-            ops.append((P.OP_PUT, P.DB_META, b"state", _STATE.pack(*state)))
+            ops.append((P.OP_PUT, P.DB_META, b"state", STATE.pack(*state)))
             self._saved_state = state
         if self._cfg_dirty:
-            ops.append((P.OP_PUT, P.DB_META, b"config", cbor2.dumps(self.cfg.to_dict())))
+            ops.append((P.OP_PUT, P.DB_META, b"config", self._config_value()))
             self._cfg_dirty = False
         for name, cs in self._dirty_consumers.items():
+            key = name.encode()
             if cs is None:
-                op = (P.OP_DEL, P.DB_CONSUMERS, name.encode(), b"")
+                op = (P.OP_DEL, P.DB_CONSUMERS, key, b"")
             else:
-                op = (P.OP_PUT, P.DB_CONSUMERS, name.encode(),
-                      encode_consumer(cs.config, cs._state))
+                op = (P.OP_PUT, P.DB_CONSUMERS, key, self._consumer_value(key, cs))
             ops.append(op)
             self._ov_apply(*op)
         self._dirty_consumers = {}
         index = self.group.propose(ops)
-        self._inflight.append((index, ops))
+        self._inflight.append((index, ops, len(self.group.inflight.get(index) or ())))
         self.last_proposal = index
 
     def abort_batch(self) -> None:
         """Writes are applied to the overlay as they happen: there is nothing to undo."""
         self._batch_open = False
+        self._drop_batch_txn()
 
     # -- primitives ------------------------------------------------------------------------
 
     def _p_put(self, seq, subject, headers, payload, ts, ttl):
-        sb = _encode_subject(subject)
-        key = _U64.pack(seq)
-        self._op(P.OP_PUT, P.DB_MSGS, key,
-                 b"".join((_REC.pack(ts, ttl, len(sb), len(headers)), sb, headers, payload)))
-        self._op(P.OP_PUT, P.DB_SUBJ, subject_key(sb), key)
+        sb = encode_subject(subject)
+        key = U64.pack(seq)
+        rec = b"".join((REC.pack(ts, ttl, len(sb), len(headers)), sb, headers, payload))
+        if self._seal_rec is not None:
+            rec = self._seal_rec(key, rec)
+        self._op(P.OP_PUT, P.DB_MSGS, key, rec)
+        self._op(P.OP_PUT, P.DB_SUBJ, self.skey(sb), key)
         self._ov_put(seq, subject, headers, payload, ts, ttl)
         if ttl > 0:
             tkey = (ts + ttl * NS_PER_SECOND, seq)
-            self._op(P.OP_PUT, P.DB_TTL, _TTL_KEY.pack(*tkey))
+            self._op(P.OP_PUT, P.DB_TTL, TTL_KEY.pack(*tkey))
             heapq.heappush(self._ov_ttls, tkey)
 
     def _p_get(self, seq):
@@ -255,34 +292,29 @@ class RaftLmdbStore(StreamStore):
             return StoredMsg(m[0], m[1], m[2], seq, m[3])
         if self._ov_cleared or seq in self._ov_dels:
             return None
-        v = self._txn.get(_U64.pack(seq), db=self._dbm)
-        return None if v is None else _decode_msg(seq, v)
+        v = self._txn.get(U64.pack(seq), db=self._dbm)
+        return None if v is None else self._decode(seq, v)
 
     def _p_info(self, seq):
         m = self._ov_msgs.get(seq)
         if m is not None:
             subject, headers, payload, ts, ttl = m
-            return (subject, ts, ttl, self.cfg.msg_size(len(_encode_subject(subject)),
+            return (subject, ts, ttl, self.cfg.msg_size(len(encode_subject(subject)),
                                                         len(headers), len(payload)))
         if self._ov_cleared or seq in self._ov_dels:
             return None
-        v = self._txn.get(_U64.pack(seq), db=self._dbm)
-        if v is None:
-            return None
-        ts, ttl, sl, hl = _REC.unpack_from(v)
-        return (_decode_subject(v[_HDR:_HDR + sl]), ts, ttl,
-                self.cfg.msg_size(sl, hl, len(v) - _HDR - sl - hl))
+        return self._lmdb_info(seq)
 
     def _p_delete(self, seq, secure):
         info = self._p_info(seq)
         if info is None:
             return None
         subject, ts, ttl, size = info
-        key = _U64.pack(seq)
+        key = U64.pack(seq)
         self._op(P.OP_DEL, P.DB_MSGS, key)
-        self._op(P.OP_DEL_DUP, P.DB_SUBJ, subject_key(_encode_subject(subject)), key)
+        self._op(P.OP_DEL_DUP, P.DB_SUBJ, self._skey(subject), key)
         if ttl > 0:
-            self._op(P.OP_DEL, P.DB_TTL, _TTL_KEY.pack(ts + ttl * NS_PER_SECOND, seq))
+            self._op(P.OP_DEL, P.DB_TTL, TTL_KEY.pack(ts + ttl * NS_PER_SECOND, seq))
         self._ov_msgs.pop(seq, None)
         self._ov_dels.add(seq)
         return subject, size
@@ -296,7 +328,7 @@ class RaftLmdbStore(StreamStore):
         if self._ov_cleared:
             return
         cur = self._txn.cursor(db=self._dbm)
-        if not LmdbStore._position(self, cur, lo, hi, reverse):
+        if not self._position(cur, lo, hi, reverse):
             return
         for k in (cur.iterprev(values=False) if reverse else cur.iternext(values=False)):
             seq = int.from_bytes(k, "big")
@@ -321,21 +353,18 @@ class RaftLmdbStore(StreamStore):
         return next(iter(self._p_seqs(0, seq, True)), None)
 
     def _p_scan(self, lo, hi, reverse=False):
+        ov, get, dbm, opn = self._ov_msgs, self._txn.get, self._dbm, self._open_rec
         for seq in self._p_seqs(lo, hi, reverse):
-            m = self._ov_msgs.get(seq)
+            m = ov.get(seq)
             if m is not None:
                 yield seq, m[0], m[3], m[4]
                 continue
-            v = self._txn.get(_U64.pack(seq), db=self._dbm)
-            ts, ttl, sl, _hl = _REC.unpack_from(v)
-            yield seq, _decode_subject(v[_HDR:_HDR + sl]), ts, ttl
-
-    def _p_count(self, lo, hi):
-        if hi - lo <= lo - self._first + self._last - hi:
-            return sum(1 for _ in self._p_seqs(lo, hi))
-        outside = sum(1 for _ in self._p_seqs(self._first, lo - 1))
-        outside += sum(1 for _ in self._p_seqs(hi + 1, self._last))
-        return self._msgs - outside
+            key = U64.pack(seq)
+            v = get(key, db=dbm)
+            if opn is not None:
+                v = opn(key, v)
+            ts, ttl, sl, _hl = REC.unpack_from(v)
+            yield seq, decode_subject(v[HDR:HDR + sl]), ts, ttl
 
     def _p_clear(self):
         for db in (P.DB_MSGS, P.DB_SUBJ, P.DB_TTL):
@@ -347,7 +376,7 @@ class RaftLmdbStore(StreamStore):
             return
         cur = self._txn.cursor(db=self._dbt)
         for k in cur.iternext(values=False):
-            expires, seq = _TTL_KEY.unpack(k)
+            expires, seq = TTL_KEY.unpack(k)
             if seq not in self._ov_dels and seq not in self._ov_msgs:
                 yield expires, seq
 
@@ -376,61 +405,22 @@ class RaftLmdbStore(StreamStore):
         msgs = self._ov_msgs
         ov = [s for s in self._ov_range(lo, hi, reverse) if msgs[s][0] == subject]
         base = () if self._ov_cleared else (
-            s for s in _dups(self._txn.cursor(db=self._dbs), subject_key(_encode_subject(subject)),
-                             lo, hi, reverse)
+            s for s in dups(self._txn.cursor(db=self._dbs), self._skey(subject), lo, hi, reverse)
             if s not in self._ov_dels and s not in msgs)
         if not ov:
             return iter(base)
         return heapq.merge(base, ov, reverse=reverse)
 
-    def _count_partial(self, partial, sseq):
-        total = first = 0
-        for subject, ss in partial.items():
-            if ss.last - sseq <= sseq - ss.first:
-                n = f = 0
-                for seq in self._p_subject_scan(subject, sseq, ss.last):
-                    n += 1
-                    f = f or seq
-            else:
-                n = ss.msgs - sum(1 for _ in self._p_subject_scan(subject, ss.first, sseq - 1))
-                f = next(iter(self._p_subject_scan(subject, sseq, ss.last)), 0)
-            total += n
-            if f and (not first or f < first):
-                first = f
-        return total, first
-
-    # -- consumers and config --------------------------------------------------------------
-
-    def _config_changed(self) -> None:
-        self._cfg_dirty = True
-
-    def _consumer_changed(self, cs: ConsumerStore) -> None:
-        self._dirty_consumers[cs.name] = cs
-
-    def _consumer_detached(self, cs: ConsumerStore, delete: bool) -> None:
-        super()._consumer_detached(cs, delete)
-        if delete:
-            self._dirty_consumers[cs.name] = None
+    # -- consumers -------------------------------------------------------------------------
 
     @_reader
     def _load_consumer(self, name: str):
+        key = name.encode()
         if name in self._ov_cons:
             data = self._ov_cons[name]
         else:
-            data = self._txn.get(name.encode(), db=self._dbc)
-        return None if data is None else decode_consumer(bytes(data))
-
-    def _new_consumer(self, name: str, cfg: Optional[ConsumerStoreConfig]) -> ConsumerStore:
-        stored = self._load_consumer(name)
-        if stored is None:
-            cs = ConsumerStore(self, name, cfg or ConsumerStoreConfig())
-            self._write_call(RaftLmdbStore._consumer_changed, self, (cs,), {})
-            return cs
-        stored_cfg, state = stored
-        cs = ConsumerStore(self, name, stored_cfg, state)
-        if cfg is not None and cfg != stored_cfg:
-            cs.update_config(cfg)
-        return cs
+            data = self._txn.get(key, db=self._dbc)
+        return None if data is None else self._decode_consumer(key, data)
 
     @_reader
     def consumer_names(self) -> list[str]:
@@ -457,6 +447,7 @@ class RaftLmdbStore(StreamStore):
             return
         if self._has_changes():
             self.commit_batch()
+        self._drop_batch_txn()
         super().stop()
         self._env.close()
 
@@ -468,6 +459,7 @@ class RaftLmdbStore(StreamStore):
         self._dirty_consumers = {}
         self._cfg_dirty = False
         self._saved_state = self._state_tuple()
+        self._drop_batch_txn()
         super().stop()
         self._env.close()
         self.group.client.drop(self.group, True)

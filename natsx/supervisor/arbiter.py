@@ -177,10 +177,11 @@ class Arbiter:
         # JetStream's raft process: the single LMDB writer (natsx.raftd). Its socket is bound
         # here, so workers reconnect to the same address while it restarts.
         self.raft = self.raft_listener = self.raft_address = None
-        if o.jetstream:
-            # Draws the secret every worker's JetStream relay shares (before any fork).
-            import natsx.jetstream.relay  # noqa: F401
+        # Draws the secret every worker's JetStream relay shares (before any fork; also
+        # without JetStream, which a reload may turn on).
+        import natsx.jetstream.relay  # noqa: F401
 
+        if o.jetstream:
             self.raft_address = "\0natsx-raft-%d-%s" % (os.getpid(), self.server_id[:8])
             self.raft_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.raft_listener.bind(self.raft_address)
