@@ -154,15 +154,22 @@ def test_account_limits_across_workers(tmp_path, workers):
         srv.stop()
 
 
-def test_sources_and_mirrors_across_workers(tmp_path):
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_sources_and_mirrors_across_workers(tmp_path, encrypted):
     """A mirror and sources whose origin runs in another worker read it (keeping up with
-    new messages), a source's ``opt_start_time`` included."""
+    new messages), a source's ``opt_start_time`` included; with encryption at rest the
+    reader opens the origin's records with the origin's stream key."""
     workers = 2
     pick = [f"N{i}" for i in range(40)]
     origin = next(n for n in pick if stream_owner("$G", n, workers) == 0)
     mirror, source, source_all = [n for n in pick
                                   if stream_owner("$G", n, workers) == 1][:3]
-    srv = start(tmp_path, str(tmp_path / "store"), "--workers", str(workers))
+    extra = []
+    if encrypted:
+        conf = tmp_path / "key.conf"
+        conf.write_text('jetstream { key: "mirror-across-workers-key" }\n')
+        extra = ["-c", str(conf)]
+    srv = start(tmp_path, str(tmp_path / "store"), "--workers", str(workers), *extra)
     try:
         async def main():
             nc = await connect(srv)
