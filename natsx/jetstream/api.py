@@ -648,10 +648,10 @@ def dispatch(account: "Account", subject: bytes, reply, hdr, payload: bytes,
     handler = _handler(tokens)
     if handler is None:
         return False
-    if account.enabled and not vetted:
+    if account.enabled:
         # Go queues the request (a disabled account is answered at once): a full queue
-        # drops it unanswered (natsx.jetstream.queues). A request the home vetted was
-        # admitted there.
+        # drops it unanswered (natsx.jetstream.queues). Each worker's queue counts what
+        # it handles, relayed requests included.
         full = account.js.api_queue.admit(tokens)
         if full:
             account.js.api_limit_reached(full, 1)
