@@ -273,7 +273,7 @@ def test_permission_subjects_are_validated(conf, subjects, reason):
 
 
 @pytest.mark.parametrize("key, feature", [
-    ("ocsp", "OCSP stapling"), ("cluster", "clustering"), ("gateway", "gateways"),
+    ("ocsp_cache", "OCSP stapling"), ("cluster", "clustering"), ("gateway", "gateways"),
     ("leafnodes", "leaf nodes"), ("mqtt", "MQTT"),
     ("default_js_domain", "JetStream domains"),
     ("prof_port", "profiling"),

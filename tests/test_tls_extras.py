@@ -694,3 +694,94 @@ def test_ocsp_peer_on_client_connections(tmp_path, pki, servers, ocsp_world):
     closed = httpx.get(f"http://127.0.0.1:{srv.http_port}/connz", params={"state": "closed"},
                        timeout=5).json()["connections"]
     assert sum(c["reason"] == "TLS Handshake Error" for c in closed) >= 2
+
+
+# ------------------------------------------------------------------ ocsp (stapling)
+
+def _must_staple_leaf(pki) -> str:
+    """A server certificate whose leaf says "must staple" (RFC 7633 status_request)."""
+    from cryptography.hazmat.primitives import hashes
+
+    label = "staple"
+    if not (pki.root / f"{label}-cert.pem").exists():
+        cert = pki.leaf(label, _name((NameOID.COMMON_NAME, "staple")),
+                        [x509.DNSName("staple.test")], server=True)
+        key = load_key(pki.path(f"{label}-key.pem"))
+        b = (x509.CertificateBuilder().subject_name(cert.subject).issuer_name(cert.issuer)
+             .public_key(key.public_key()).serial_number(cert.serial_number)
+             .not_valid_before(cert.not_valid_before_utc).not_valid_after(cert.not_valid_after_utc)
+             .add_extension(x509.TLSFeature([x509.TLSFeatureType.status_request]),
+                            critical=False))
+        pki.write(f"{label}-cert.pem", b.sign(pki.ca_key, hashes.SHA256()))
+    return label
+
+
+def load_key(path):
+    from cryptography.hazmat.primitives import serialization
+
+    with open(path, "rb") as f:
+        return serialization.load_pem_private_key(f.read(), None)
+
+
+def _ocsp_options(tmp_path, text: str):
+    from natsx.server.config_options import validate_options
+
+    conf = tmp_path / "ocsp.conf"
+    conf.write_text(text)
+    opts, _ = load_options(str(conf))
+    validate_options(opts)
+    return opts
+
+
+def test_ocsp_block_parses_as_go(tmp_path, pki):
+    assert _ocsp_options(tmp_path, "ocsp: false\n").ocsp == {"mode": "never", "urls": []}
+    assert _ocsp_options(tmp_path, "ocsp: true\n").ocsp == {"mode": "auto", "urls": []}
+    got = _ocsp_options(tmp_path, 'ocsp { mode: NEVER, urls: ["http://a", "http://b"] }\n')
+    assert got.ocsp == {"mode": "never", "urls": ["http://a", "http://b"]}
+    assert _ocsp_options(tmp_path, 'ocsp { url: "http://a" }\n').ocsp["urls"] == ["http://a"]
+    # Bad blocks: `-t` prints the same line as Debian's nats-server 2.9.10, position included.
+    import subprocess
+
+    for i, text in enumerate(("ocsp { mode: sometimes }\n", "ocsp { bogus: 1 }\n", "ocsp: 1\n")):
+        conf = tmp_path / f"bad-ocsp-{i}.conf"
+        conf.write_text(text)
+        outs = [subprocess.run(cmd + ["-t", "-c", str(conf)], capture_output=True, text=True,
+                               timeout=30) for cmd in (NATSX, [GO_SERVER])]
+        assert [o.returncode for o in outs] == [1, 1]
+        assert outs[0].stderr.strip() == outs[1].stderr.strip()
+        assert "error parsing ocsp config: unsupported" in outs[0].stderr
+
+
+def test_ocsp_stapling_needed_is_refused_else_served_as_go(tmp_path, pki, caplog):
+    """Go staples only for mode always, or a "must staple" certificate unless the mode is
+    never; natsx cannot staple, so exactly those configs are refused, and the rest run as
+    Go runs them (a plain certificate in auto mode staples nothing in Go either)."""
+    from natsx.server.config_options import validate_options
+
+    staple = _must_staple_leaf(pki)
+    plain_block = pki.tls_block()
+    staple_block = pki.tls_block(server=staple)
+    # Needs a staple: refused, naming the certificate.
+    for text in (staple_block, "ocsp: true\n" + staple_block,
+                 "ocsp { mode: must }\n" + staple_block, "ocsp { mode: always }\n" + plain_block):
+        conf = tmp_path / "ocsp.conf"
+        conf.write_text(text)
+        opts, _ = load_options(str(conf))
+        with pytest.raises(ConfigProcessError) as info:
+            validate_options(opts)
+        assert "OCSP stapling" in str(info.value) and "-cert.pem" in str(info.value)
+    # Needs none: accepted.
+    for text in (plain_block, "ocsp: true\n" + plain_block, "ocsp { mode: must }\n" + plain_block):
+        _ocsp_options(tmp_path, text)
+    # Never, with a must-staple certificate: Go's warning, and the server runs.
+    caplog.clear()
+    opts = _ocsp_options(tmp_path, "ocsp: false\n" + staple_block)
+    assert opts.ocsp["mode"] == "never"
+    assert any("has MustStaple but OCSP is disabled" in r.getMessage() for r in caplog.records)
+
+
+def test_must_staple_detection(pki):
+    from natsx.server.tls import must_staple
+
+    assert must_staple(pki.path(_must_staple_leaf(pki) + "-cert.pem"))
+    assert not must_staple(pki.path("server-cert.pem"))

@@ -184,7 +184,7 @@ def config_digest(tree: dict) -> str:
 # Go's top-level keys for features this build does not have, with the feature's name.
 _NOT_YET: dict[str, str] = {}
 for _feature, _keys in {
-    "OCSP stapling": "ocsp ocsp_cache",
+    "OCSP stapling": "ocsp_cache",
     "clustering": "cluster connect_error_reports reconnect_error_reports",
     "gateways": "gateway",
     "leaf nodes": "leaf leafnodes",
@@ -1675,6 +1675,32 @@ def parse_tls_block(tk, v, *, client_ctx: bool = True):
     return attrs.evolve(opts, files_digest=tlsmod.files_digest(opts))
 
 
+def _ocsp(p: _Processor, key, tk, v) -> None:
+    """``ocsp``: a boolean (auto or never) or a map of ``mode`` and ``url``/``urls`` (Go:
+    the "ocsp" case of processConfigFileLine, with its error texts)."""
+    if isinstance(v, bool):
+        p.values["ocsp"] = {"mode": "auto" if v else "never", "urls": []}
+        return
+    if not isinstance(v, dict):
+        raise _Fail(tk, f"error parsing ocsp config: unsupported type {go_type_name(v)}")
+    cfg = {"mode": "auto", "urls": []}
+    for k, raw in v.items():
+        ktk, kv = _split(raw)
+        if k == "mode":
+            mode = kv.lower() if isinstance(kv, str) else None
+            if mode not in ("always", "must", "never", "auto"):
+                # Go prints the mode's type (%T), not its value.
+                raise _Fail(ktk, "error parsing ocsp config: unsupported ocsp mode string")
+            cfg["mode"] = mode
+        elif k == "urls":
+            cfg["urls"] = [str(_split(u)[1]) for u in (kv or [])]
+        elif k == "url":
+            cfg["urls"] = [_str(ktk, kv)]
+        else:
+            raise _Fail(ktk, "error parsing ocsp config: unsupported field string")
+    p.values["ocsp"] = cfg
+
+
 def _resolver_tls(p: _Processor, key, tk, v) -> None:
     """``resolver_tls``: the TLS the URL account resolver connects with (Go: parseTLS in a
     client context, then GenTLSConfig with the CA file as the roots)."""
@@ -1775,6 +1801,7 @@ _TOP: dict[str, Callable] = {
     "https": _https,
     "https_port": _setter("https_port", _int),
     "allow_non_tls": _setter("allow_non_tls", _bool),
+    "ocsp": _ocsp,
     "storedir": _setter("store_dir", _str),
     **{k: _operators for k in ("operator", "operators", "roots", "root", "root_operators",
                                "root_operator")},
@@ -1928,6 +1955,11 @@ def validate_options(o: Options) -> None:
         fail(f"max_payload ({o.max_payload}) cannot be higher than max_pending ({o.max_pending})")
     if o.server_name and " " in o.server_name:
         fail("server name cannot contain spaces")
+    from natsx.server import tls as tlsmod
+
+    msg = tlsmod.check_ocsp_stapling(o.ocsp, (o.tls_config, o.websocket.tls))
+    if msg:
+        fail(msg)
     for tc in (o.tls_config, o.websocket.tls):
         # Go: plugTLSOCSPPeer, when the server starts
         if getattr(tc, "ocsp_peer_verify", False) and not tc.verify:

@@ -148,6 +148,9 @@ class Options:
     tls_handshake_first: bool = False
     tls_handshake_first_fallback: float = 0.0
     allow_non_tls: bool = False
+    # OCSP stapling (Go: OCSPConfig): None (not configured) or {"mode": "auto"|"always"|
+    # "must"|"never", "urls": [...]}; natsx.server.tls.check_ocsp_stapling decides at startup
+    ocsp: dict | None = None
     tls: bool = False
     tls_verify: bool = False
     tls_cert: str = ""

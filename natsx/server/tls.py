@@ -40,11 +40,14 @@ handshake before INFO (``handshake_first`` with a fallback delay).
 from __future__ import annotations
 
 import hashlib
+import logging
 import socket
 import ssl
 
 import attrs
 import trio
+
+log = logging.getLogger("natsx")
 
 __all__ = ["TLSConfigOpts", "TLSSetupError", "HandshakeError", "server_context",
            "client_context", "name_matches", "pick_context", "wrap_server", "check_ocsp_peer",
@@ -359,6 +362,46 @@ def _cert_names(cert_file: str) -> tuple[str, ...]:
     except (OSError, ValueError, x509.ExtensionNotFound):
         return ()
     return tuple(n.lower().rstrip(".") for n in san.value.get_values_for_type(x509.DNSName))
+
+
+def must_staple(cert_file: str) -> bool:
+    """Whether a certificate file's leaf carries the TLS feature ``status_request`` (RFC
+    7633 "must staple"; Go: hasOCSPStatusRequest)."""
+    from cryptography import x509
+
+    try:
+        with open(cert_file, "rb") as f:
+            cert = x509.load_pem_x509_certificate(f.read())
+        feature = cert.extensions.get_extension_for_class(x509.TLSFeature)
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return False
+    return x509.TLSFeatureType.status_request in feature.value
+
+
+def check_ocsp_stapling(ocsp: dict | None, configs) -> str:
+    """Go's NewOCSPMonitor decision, for each server TLS config (the first certificate,
+    as Go): a staple is needed with mode ``always``, or when the certificate says "must
+    staple" and the mode is not ``never`` (no ``ocsp`` at all is Go's auto). natsx cannot
+    staple (Python's ssl module has no server-side status_request), so a config that needs
+    a staple is refused here; every other config behaves as Go's, which staples nothing
+    for it either. Returns the refusal, or "" (and logs Go's warning for ``never``)."""
+    mode = (ocsp or {}).get("mode", "auto")
+    for tc in configs:
+        if tc is None:
+            continue
+        cert_file = tc.primary_pair[0]
+        if not cert_file:
+            continue
+        staple = must_staple(cert_file)
+        if mode == "never":
+            if staple:
+                log.warning("Certificate at '%s' has MustStaple but OCSP is disabled", cert_file)
+            continue
+        if mode == "always" or staple:
+            why = "ocsp mode always" if mode == "always" else "its certificate requires it"
+            return (f"ocsp: OCSP stapling ({why}: '{cert_file}') is not supported by this "
+                    f"natsx build yet")
+    return ""
 
 
 def name_matches(pattern: str, host: str) -> bool:
