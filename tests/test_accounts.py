@@ -491,6 +491,9 @@ async def _latency_events(srv, requests: int = 1, subject: str = "svc") -> list:
 
     await s.subscribe(subject, cb=serve)
     lat = await s.subscribe("lat." + subject)
+    # Two flushes: nats-py may write the first PING ahead of the SUBs (docs/architecture.md,
+    # "Subscribe, flush, publish elsewhere").
+    await s.flush()
     await s.flush()
     for _ in range(requests):
         assert (await r.request(subject, b"q", timeout=2)).data == b"ok"
