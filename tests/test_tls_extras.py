@@ -28,7 +28,8 @@ from natsx.server.config_options import ConfigProcessError, load_options
 from natsx.server.tls import name_matches
 from natsx.server.tls_rate import HandshakeRate, RateCounter, shared_allow
 from test_operator import World, _echo_roundtrip, creds, raw_connect
-from test_tls import PKI, _name, read_info, start_with_config, wait_for, wait_for_log
+from test_tls import (PKI, _name, read_info, servers, start_with_config,  # noqa: F401 (fixture)
+                      wait_for, wait_for_log)
 
 pytestmark = pytest.mark.server
 
@@ -41,14 +42,6 @@ def pki(tmp_path_factory):
     p.leaf("beta", _name((NameOID.COMMON_NAME, "beta")), [x509.DNSName("*.beta.test")],
            server=True)
     return p
-
-
-@pytest.fixture
-def servers():
-    started: list[RunningServer] = []
-    yield started
-    for s in started:
-        s.stop()
 
 
 def errors(tmp_path, text: str) -> str:

@@ -44,7 +44,18 @@ _COUNT_BITS = 24
 _COUNT_MASK = (1 << _COUNT_BITS) - 1
 
 
-class RateCounter:
+class _Blocked:
+    """The rejections a limiter counts, taken by the once-a-second log line."""
+
+    blocked = 0
+
+    def count_blocked(self) -> int:
+        """The rejections since the last call."""
+        blocked, self.blocked = self.blocked, 0
+        return blocked
+
+
+class RateCounter(_Blocked):
     """Go's rateCounter: at most ``limit`` allowed per window of ``interval`` seconds."""
 
     def __init__(self, limit: int, interval: float = 1.0) -> None:
@@ -64,11 +75,6 @@ class RateCounter:
         if not ok:
             self.blocked += 1
         return ok
-
-    def count_blocked(self) -> int:
-        """The rejections since the last call."""
-        blocked, self.blocked = self.blocked, 0
-        return blocked
 
 
 def shared_allow(table, index: int, limit: int, now: float) -> bool:
@@ -94,7 +100,7 @@ def shared_allow(table, index: int, limit: int, now: float) -> bool:
     return True
 
 
-class HandshakeRate:
+class HandshakeRate(_Blocked):
     """A worker's side of ``connection_rate_limit``: shared with the other workers when
     the server has its table, Go's counter otherwise."""
 
@@ -115,10 +121,6 @@ class HandshakeRate:
         if not ok:
             self.blocked += 1
         return ok
-
-    def count_blocked(self) -> int:
-        blocked, self.blocked = self.blocked, 0
-        return blocked
 
     async def log_loop(self) -> None:
         """Go's logRejectedTLSConns: one warning a second while connections are refused."""
