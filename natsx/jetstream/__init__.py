@@ -1,6 +1,7 @@
 """JetStream: streams and consumers persisted in the storage package, served on ``$JS.API``.
 
-``JetStream`` (manager.py) runs in the worker that owns the streams; api.py answers the API
+``JetStream`` (manager.py) runs in every worker, each running the streams it owns (shards.py);
+api.py answers the API
 subjects, stream.py captures publishes, consumer.py delivers them. errors.py is the API error
 catalogue.
 """
