@@ -765,18 +765,23 @@ def test_claims_delete_like_go(tmp_path, servers):
 
 def test_cache_resolver_ttl_drops_files_like_go(tmp_path, servers):
     w = World()
-    dirs = {}
+    dirs, first = {}, {}
     for kind in ("natsx", "go"):
         d = tmp_path / kind
         d.mkdir()
         dirs[kind] = d / "jwts"
         servers(_dir_config(d, w, "cache", f'type: cache, dir: "{dirs[kind]}", ttl: "1s"',
                             preload=(w.a.public_key,)), go=kind == "go")
-    # natsx's supervisor listens before its workers have opened the resolver's directory.
-    deadline = time.monotonic() + 5
-    while not all(d.is_dir() for d in dirs.values()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    first = {k: sorted(p.name for p in d.iterdir()) for k, d in dirs.items()}
+        # natsx's supervisor listens before its workers have stored the preloads: the
+        # first listing is taken once the account's file is there (Go's, at once).
+        deadline, seen = time.monotonic() + 5, None
+        while time.monotonic() < deadline:
+            now = sorted(p.name for p in dirs[kind].iterdir()) if dirs[kind].is_dir() else []
+            if now and now == seen:
+                break       # the same files twice in a row: the preloads are written
+            seen = now
+            time.sleep(0.05)
+        first[kind] = seen
     time.sleep(3.0)
     later = {k: sorted(p.name for p in d.iterdir()) for k, d in dirs.items()}
     assert first["natsx"] == first["go"] and f"{w.a.public_key}.jwt" in first["natsx"]
