@@ -285,10 +285,11 @@ def ws_config(tmp_path, body: str = "", name: str = "ws.conf") -> tuple[str, int
 
 
 def http_exchange(port: int, data: bytes, wait: float = 0.5) -> tuple[bytes, bool]:
-    """What the server answers to ``data``, and whether it closed the connection."""
+    """What the server answers to ``data``, and whether it closed the connection (the
+    answer may take a loaded machine seconds; after it, ``wait`` tells an open connection)."""
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(data)
-        s.settimeout(wait)
+        s.settimeout(10)
         out = b""
         try:
             while True:
@@ -296,6 +297,7 @@ def http_exchange(port: int, data: bytes, wait: float = 0.5) -> tuple[bytes, boo
                 if not chunk:
                     return out, True
                 out += chunk
+                s.settimeout(wait)
         except socket.timeout:
             return out, False
         except ConnectionResetError:
