@@ -158,43 +158,11 @@ def requestor_info(account: str, rtt: float) -> dict:
 
 
 def client_detail(conn, server_name: str) -> dict:
-    """Go's getClientInfo(true) of a client connection, keys in ClientInfo order: the
-    responder always, the requestor when its import ``share``s it."""
-    from natsx.server.system import raw_auth_user, rfc3339
+    """Go's getClientInfo(true) of a client connection: the responder always, the
+    requestor when its import ``share``s it."""
+    from natsx.server.system import client_info
 
-    info: dict = {"start": rfc3339(conn.start)}
-    if conn.ip:
-        info["host"] = conn.ip
-    info["id"] = conn.cid
-    info["acc"] = conn.account_name
-    user = raw_auth_user(conn)
-    if user:
-        info["user"] = user
-    if conn.name:
-        info["name"] = conn.name
-    if conn.lang:
-        info["lang"] = conn.lang
-    if conn.version:
-        info["ver"] = conn.version
-    if conn.rtt:
-        info["rtt"] = int(conn.rtt * 1e9)
-    info["server"] = server_name
-    juc = getattr(conn, "jwt_user", None)
-    if juc is not None:
-        # A JWT user (natsx.server.operator): its JWT, the key that signed it, its name
-        # and tags (Go: c.opts.JWT, issuerForClient, c.nameTag, c.tags).
-        token = (getattr(conn, "connect_opts", None) or {}).get("jwt")
-        if isinstance(token, str) and token:
-            info["jwt"] = token
-        if juc.issuer:
-            info["issuer_key"] = juc.issuer
-        if juc.name:
-            info["name_tag"] = juc.name
-        if juc.tags:
-            info["tags"] = list(juc.tags)
-    info["kind"] = "Client"
-    info["client_type"] = "nats"
-    return info
+    return client_info(conn, rtt=True, server=server_name, jwt=True)
 
 
 responder_info = client_detail

@@ -179,8 +179,11 @@ def server_info(*, name: str, host: str, server_id: str, seq: int, jetstream: bo
     return info
 
 
-def client_info(conn, *, stop: float | None = None, account: str | None = None) -> dict:
-    """Go's ClientInfo of a client connection (omitempty fields left out when empty)."""
+def client_info(conn, *, stop: float | None = None, account: str | None = None,
+                rtt: bool = False, server: str | None = None, jwt: bool = False) -> dict:
+    """Go's ClientInfo of a client connection, keys in struct order (omitempty fields left
+    out when empty): the RTT with ``stop`` or ``rtt``, the server name with ``server``, and
+    with ``jwt`` a JWT user's JWT, signing key, name and tags (Go: getClientInfo(true))."""
     info = {"start": rfc3339(conn.start)}
     if conn.ip:
         info["host"] = conn.ip
@@ -197,11 +200,26 @@ def client_info(conn, *, stop: float | None = None, account: str | None = None) 
         info["lang"] = conn.lang
     if conn.version:
         info["ver"] = conn.version
+    if stop is not None or rtt:
+        nanos = int(conn.rtt * 1e9)
+        if nanos:
+            info["rtt"] = nanos
+    if server:
+        info["server"] = server
     if stop is not None:
-        rtt = int(conn.rtt * 1e9)
-        if rtt:
-            info["rtt"] = rtt
         info["stop"] = rfc3339(stop)
+    juc = getattr(conn, "jwt_user", None) if jwt else None
+    if juc is not None:
+        # A JWT user (natsx.server.operator): c.opts.JWT, issuerForClient, c.nameTag, c.tags.
+        token = (getattr(conn, "connect_opts", None) or {}).get("jwt")
+        if isinstance(token, str) and token:
+            info["jwt"] = token
+        if juc.issuer:
+            info["issuer_key"] = juc.issuer
+        if juc.name:
+            info["name_tag"] = juc.name
+        if juc.tags:
+            info["tags"] = list(juc.tags)
     info["kind"] = "Client"
     info["client_type"] = "nats"
     return info
