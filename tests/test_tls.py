@@ -654,3 +654,67 @@ def test_https_needs_tls_and_excludes_http(pki):
     assert out.returncode == 1
     assert (f"Can't start monitoring: can't specify both HTTP ({http}) and HTTPs ({https}) "
             "ports") in out.stderr
+
+
+class RecordClient:
+    """A TLS client over memory BIOs, so that a test decides how its records are grouped in
+    writes and sees which record each decrypted byte came in."""
+
+    def __init__(self, sock: socket.socket, ctx: ssl.SSLContext) -> None:
+        self.sock, self.raw = sock, b""
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.inc, self.out, server_hostname="localhost")
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.sock.sendall(self.out.read())
+                data = self.sock.recv(65536)
+                assert data, "closed during the handshake"
+                self.inc.write(data)
+        self.sock.sendall(self.out.read())
+
+    def records(self, *payloads: bytes) -> bytes:
+        """One record per payload, to be sent together."""
+        for p in payloads:
+            self.tls.write(p)
+        return self.out.read()
+
+    def next_record(self) -> bytes:
+        """The plaintext of the next application record (empty for TLS 1.3 tickets)."""
+        while len(self.raw) < 5 or len(self.raw) < 5 + int.from_bytes(self.raw[3:5], "big"):
+            data = self.sock.recv(65536)
+            assert data, "closed"
+            self.raw += data
+        size = 5 + int.from_bytes(self.raw[3:5], "big")
+        self.inc.write(self.raw[:size])
+        self.raw = self.raw[size:]
+        plain = b""
+        while True:
+            try:
+                plain += self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                return plain
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_records_sent_together_are_answered_together(start_natsx, pki, workers):
+    # A client that writes two PUBs as two TLS records in one segment gets both messages
+    # back in one write, as from Go, which reads its socket in full: nats.py's TLS reconnect
+    # test closes its connection on the first reply and counts a second one arriving after
+    # its close_notify as an error.
+    srv = start_natsx(*pki.flags(), "--workers", workers)
+    sock, _ = read_info(srv.port)
+    sock.settimeout(5)
+    client = RecordClient(sock, pki.client_ctx())
+    sock.sendall(client.records(b'CONNECT {"verbose":false}\r\nSUB reply 1\r\nPING\r\n'))
+    seen = b""
+    while b"PONG\r\n" not in seen:
+        seen += client.next_record()
+    sock.sendall(client.records(b"PUB reply 7\r\nReply:1\r\n", b"PUB reply 7\r\nReply:2\r\n"))
+    record = b""
+    while not record:
+        record = client.next_record()
+    assert record == b"MSG reply 1 7\r\nReply:1\r\nMSG reply 1 7\r\nReply:2\r\n"
+    sock.close()

@@ -159,6 +159,7 @@ class ClientConnection:
         self._connect_seen = trio.Event()
         self._cancel: trio.CancelScope | None = None
         self._read_size = MIN_READ * 8
+        self._read_error: OSError | None = None   # met while joining TLS records
         self._last_client_activity = self.start
         # TLS (natsx.server.tls): set once the handshake is done; ``sock`` is then the
         # ssl.SSLSocket. /connz reports the version, the cipher and the peer certificates.
@@ -402,6 +403,9 @@ class ClientConnection:
         handle = self._handle
         while True:
             try:
+                if self._read_error is not None:
+                    exc, self._read_error = self._read_error, None
+                    raise exc
                 data = sock.recv(self._read_size)
             except (BlockingIOError, tlsmod.ssl.SSLWantReadError):
                 await trio.lowlevel.wait_readable(sock)
@@ -422,6 +426,8 @@ class ClientConnection:
             if not data:
                 self.close(CLIENT_CLOSED)
                 return
+            if self.tls:
+                data = self._tls_records(data)
             n = len(data)
             if n == self._read_size and n < MAX_READ:
                 self._read_size *= 2
@@ -478,6 +484,33 @@ class ClientConnection:
                 await mesh.congested.wait()
             else:
                 await trio.lowlevel.checkpoint()
+
+    def _tls_records(self, data: bytes) -> bytes:
+        """Joins to ``data`` the further TLS records already readable, up to a read's size.
+
+        An SSL socket's recv returns one record at a time: a client that wrote two PUBs as
+        two records would otherwise see their messages come back in two writes a scheduler
+        pass apart, where Go, reading its socket in full, answers both in one. What ends the
+        connection (close_notify, a reset) is raised by the next read.
+        """
+        parts = None
+        total = len(data)
+        sock = self.sock
+        while total < self._read_size:
+            try:
+                more = sock.recv(self._read_size - total)
+            except (BlockingIOError, tlsmod.ssl.SSLWantReadError, tlsmod.ssl.SSLWantWriteError):
+                break
+            except OSError as exc:   # SSLError is one
+                self._read_error = exc
+                break
+            if not more:
+                break
+            if parts is None:
+                parts = [data]
+            parts.append(more)
+            total += len(more)
+        return data if parts is None else b"".join(parts)
 
     def _handle(self, event: tuple) -> None:
         kind = event[0]
