@@ -8,6 +8,7 @@ parsing is also checked directly through ``load_options``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import time
@@ -578,3 +579,81 @@ def test_strict_false_decodes_leniently(start_natsx, tmp_path):
     run(main())
     assert "Invalid JetStream request '$G > $JS.API.STREAM.CREATE.S': json: unknown field \"foo\"" in srv.log()
     assert "Strict:" not in srv.log()
+
+
+# ------------------------------------------------------------------ sources in other accounts
+
+EXTERNAL_CONF = """
+jetstream { store_dir: "%s" }
+accounts {
+  A: { jetstream: enabled, users: [{user: a, password: a}],
+       exports: [ {service: "$JS.API.>"}, {service: "$JS.FC.>"}, {stream: "deliver.>"} ] }
+  B: { jetstream: enabled, users: [{user: b, password: b}],
+       imports: [ {service: {account: A, subject: "$JS.API.>"}, to: "JS.A.API.>"},
+                  {service: {account: A, subject: "$JS.FC.>"}},
+                  {stream: {account: A, subject: "deliver.>"}} ] }
+}
+"""
+
+
+async def _external_scenario(port: int, storage: str) -> list:
+    """Account B mirrors and sources account A's stream through its imports of A's API and
+    deliveries (``external``); returns what a client of B then observes."""
+    a = await nats.connect(f"nats://a:a@127.0.0.1:{port}")
+    b = await nats.connect(f"nats://b:b@127.0.0.1:{port}")
+    ext = {"api": "JS.A.API", "deliver": "deliver"}
+    out = []
+    r = await api(a, "$JS.API.STREAM.CREATE.O", {"name": "O", "subjects": ["o.>"],
+                                                 "storage": storage})
+    assert "error" not in r, r
+    for i in range(3):
+        await a.request(f"o.{i}", b"m%d" % i, timeout=3)
+    await a.request("o.x", b"deleted", timeout=3)
+    await api(a, "$JS.API.STREAM.MSG.DELETE.O", {"seq": 4})
+    for name, spec in (("M", {"mirror": {"name": "O", "external": ext}}),
+                       ("S", {"sources": [{"name": "O", "external": ext,
+                                           "filter_subject": "o.1"}]})):
+        r = await api(b, f"$JS.API.STREAM.CREATE.{name}", {"name": name, **spec})
+        assert "error" not in r, r
+    for i in range(3, 6):
+        await a.request(f"o.{i % 2}", b"n%d" % i, timeout=3)
+
+    async def settle(name, count):
+        for _ in range(100):
+            info = await api(b, f"$JS.API.STREAM.INFO.{name}")
+            if info["state"]["messages"] == count:
+                return info
+            await asyncio.sleep(0.05)
+        raise AssertionError((name, info))
+    m = await settle("M", 6)
+    s = await settle("S", 3)
+    out.append({k: m["state"][k] for k in ("messages", "first_seq", "last_seq", "num_deleted")})
+    out.append({k: s["state"][k] for k in ("messages", "first_seq", "last_seq")})
+    out.append((m["mirror"]["name"], m["mirror"]["external"], m["mirror"]["lag"]))
+    for seq in (1, 5, 7):
+        got = await api(b, "$JS.API.STREAM.MSG.GET.M", {"seq": seq})
+        want = await api(a, "$JS.API.STREAM.MSG.GET.O", {"seq": seq})
+        out.append(got["message"] == want["message"])
+    for seq in (1, 2, 3):
+        got = (await api(b, "$JS.API.STREAM.MSG.GET.S", {"seq": seq}))["message"]
+        hdr = base64.b64decode(got["hdrs"]).decode()
+        # "O:<hash of the API prefix> <origin seq>", then (2.10+) the filter and destination.
+        label = hdr.split("Nats-Stream-Source: ")[1].split("\r\n")[0].split(" ")
+        out.append((got["subject"], base64.b64decode(got["data"]), label[:2]))
+    # Sourcing consumers are neither listed nor counted on the origin.
+    out.append((await api(a, "$JS.API.CONSUMER.NAMES.O"))["total"])
+    out.append((await api(a, "$JS.API.STREAM.INFO.O"))["state"]["consumer_count"])
+    await a.close()
+    await b.close()
+    return out
+
+
+@pytest.mark.skipif(GO_SERVER is None, reason="the Go nats-server oracle is not installed")
+@pytest.mark.parametrize("storage,workers", [("file", "1"), ("memory", "2")])
+def test_external_mirror_and_source_match_go(start_natsx, start_go, tmp_path, storage, workers):
+    ours = start_natsx("--workers", workers,
+                       "-c", write_conf(tmp_path, EXTERNAL_CONF % (tmp_path / "a"), "a.conf"))
+    go = start_go("-c", write_conf(tmp_path, EXTERNAL_CONF % (tmp_path / "b"), "b.conf"))
+    got = run(_external_scenario(ours.port, storage))
+    assert got == run(_external_scenario(go.port, storage))
+    assert got[-2:] == [0, 0] and got[7][2][0].startswith("O:")

@@ -154,11 +154,14 @@ def test_account_limits_across_workers(tmp_path, workers):
         srv.stop()
 
 
-@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
-def test_sources_and_mirrors_across_workers(tmp_path, encrypted):
+@pytest.mark.parametrize("encrypted,storage", [(False, "file"), (True, "file"),
+                                               (False, "memory")],
+                         ids=["plain", "encrypted", "memory"])
+def test_sources_and_mirrors_across_workers(tmp_path, encrypted, storage):
     """A mirror and sources whose origin runs in another worker read it (keeping up with
     new messages), a source's ``opt_start_time`` included; with encryption at rest the
-    reader opens the origin's records with the origin's stream key."""
+    reader opens the origin's records with the origin's stream key. A memory origin lives
+    in its worker's process only: it is fed through a consumer on it, as Go feeds all."""
     workers = 2
     pick = [f"N{i}" for i in range(40)]
     origin = next(n for n in pick if stream_owner("$G", n, workers) == 0)
@@ -174,7 +177,7 @@ def test_sources_and_mirrors_across_workers(tmp_path, encrypted):
         async def main():
             nc = await connect(srv)
             await api(nc, f"$JS.API.STREAM.CREATE.{origin}",
-                      {"name": origin, "subjects": ["o.>"]})
+                      {"name": origin, "subjects": ["o.>"], "storage": storage})
             for i in range(2):
                 await nc.request(f"o.{i}", b"before", timeout=3)
             await asyncio.sleep(0.1)
@@ -208,6 +211,15 @@ def test_sources_and_mirrors_across_workers(tmp_path, encrypted):
             await wait_for(source_all, 2)
             msg = await api(nc, f"$JS.API.STREAM.MSG.GET.{source}", {"seq": 1})
             assert base64.b64decode(msg["message"]["data"]) == b"after"
+            if storage == "memory":
+                # Fed through direct consumers, which Go neither lists nor counts.
+                names = await api(nc, f"$JS.API.CONSUMER.NAMES.{origin}")
+                assert names["total"] == 0, names
+            # The mirror keeps the origin's sequences and times.
+            for seq in (1, 5):
+                got = await api(nc, f"$JS.API.STREAM.MSG.GET.{mirror}", {"seq": seq})
+                want = await api(nc, f"$JS.API.STREAM.MSG.GET.{origin}", {"seq": seq})
+                assert got["message"] == want["message"]
             await nc.close()
         run(main())
     finally:

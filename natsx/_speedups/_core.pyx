@@ -643,6 +643,10 @@ cdef class Client:
     cdef bint _hit_plain
     cdef public bint _congested
     cdef bytes _last_peer_acc
+    # The subject being routed while _deliver runs: an internal subscriber is told it when
+    # the delivered subject differs (a JetStream delivery), so a stream import can map it.
+    cdef const unsigned char* _rsubj
+    cdef Py_ssize_t _rslen
     cdef object _last_sublist
     # counters
     cdef public unsigned long long in_msgs
@@ -838,6 +842,9 @@ cdef class Client:
                 PyBytes_FromStringAndSize(<char*>hdr, hlen) if hlen else None,
                 PyBytes_FromStringAndSize(<char*>pay, plen),
                 self,
+                PyBytes_FromStringAndSize(<char*>self._rsubj, self._rslen)
+                if self._rsubj != NULL and (self._rslen != slen or
+                                            memcmp(self._rsubj, subj, slen) != 0) else None,
             ))
             c.out_msgs += 1
             c.out_bytes += hlen + plen
@@ -972,6 +979,7 @@ cdef class Client:
             self._touch()
 
         router._stamp += 1
+        self._rsubj, self._rslen = subj, slen
         n = len(r.psubs)
         for i in range(n):
             sub = <Subscription>r.psubs[i]
@@ -995,6 +1003,7 @@ cdef class Client:
                 if self._deliver(sub, dsubj, dslen, reply, rlen, hdr, hlen, pay, plen):
                     did = True
                     break
+        self._rsubj = NULL
         if router._hits:
             self._forward(router, subj, slen, reply, rlen, hdr, hlen, pay, plen, dsubj, dslen)
             did = True
@@ -1143,6 +1152,7 @@ cdef class Client:
             self._last_sublist = sl
             self._last_result = r
             self._last_genid = sl.genid
+        self._rsubj, self._rslen = ms, mlen
         for sub in r.psubs:
             if not (<Client>sub.client).peer:
                 self._deliver(sub, ds, dlen, rv.field[2], rv.size[2],
@@ -1161,6 +1171,7 @@ cdef class Client:
                     if self._deliver(sub, ds, dlen, rv.field[2], rv.size[2],
                                      rv.field[3], rv.size[3], rv.field[4], rv.size[4]):
                         break
+        self._rsubj = NULL
         return 0
 
     cdef _no_responders(self, const unsigned char* subj, Py_ssize_t slen,

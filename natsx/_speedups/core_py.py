@@ -157,10 +157,11 @@ class Client:
                  "perm_pub", "perm_deliver", "stall_target", "perm_replies", "subs", "conn", "in_msgs", "in_bytes", "out_msgs",
                  "out_bytes", "_out", "_buf", "_closed_parse", "_last_subject", "_last_result", "mapper",
                  "_last_genid", "_perm_cache", "account_name", "peer", "ring", "overflow",
-                 "overflow_bytes", "_congested")
+                 "overflow_bytes", "_congested", "_routed")
 
     def __init__(self, cid: int = 0, router: Router | None = None, sublist=None) -> None:
         self.cid = cid
+        self._routed = None     # the subject being routed while _deliver runs (see _deliver)
         self.router = router
         self.sublist = sublist
         self.account = None
@@ -260,7 +261,10 @@ class Client:
             elif sub.delivered > sub.max_msgs:
                 return False
         if c.internal:
-            router.internal.append((sub, subject, reply or None, hdr or None, pay, self))
+            routed = self._routed
+            router.internal.append((sub, subject, reply or None, hdr or None, pay, self,
+                                    routed if routed is not None and routed != subject
+                                    else None))
             c.out_msgs += 1
             c.out_bytes += len(hdr) + len(pay)
             return True
@@ -361,6 +365,7 @@ class Client:
 
         did = False
         hits: dict = {}
+        self._routed = subject
         for sub in r.psubs:
             if sub.client.peer:
                 hits.setdefault(sub.client, [])
@@ -381,6 +386,7 @@ class Client:
                 if self._deliver(sub, shown, reply, hdr, pay):
                     did = True
                     break
+        self._routed = None
         if hits:
             self._forward(router, hits, subject, reply, hdr, pay, shown)
             did = True
@@ -444,6 +450,7 @@ class Client:
         if sl is None:
             return
         r = sl.match(subject)
+        self._routed = subject
         for sub in r.psubs:
             if not sub.client.peer:
                 self._deliver(sub, shown, reply, hdr, pay)
@@ -458,6 +465,7 @@ class Client:
                     sub = qgroup[(start + k) % n]
                     if not sub.client.peer and self._deliver(sub, shown, reply, hdr, pay):
                         break
+        self._routed = None
 
     # ------------------------------------------------------------------ parsing
 

@@ -471,7 +471,7 @@ def consumer_delete(account, tokens, reply, hdr, payload):
 def consumer_names(account, tokens, reply, hdr, payload):
     req = _request(payload, account, "consumers")
     stream = _stream(account, tokens[4])
-    names = sorted(stream.consumers)
+    names = sorted(stream.public_consumers())
     offset = min(max(req.get("offset", 0) or 0, 0), len(names))
     return "consumer_names_response", {"total": len(names), "offset": offset,
                                        "limit": NAMES_LIMIT,
@@ -481,7 +481,7 @@ def consumer_names(account, tokens, reply, hdr, payload):
 def consumer_list(account, tokens, reply, hdr, payload):
     req = _request(payload, account, "consumers")
     stream = _stream(account, tokens[4])
-    names = sorted(stream.consumers)
+    names = sorted(stream.public_consumers())
     offset = min(max(req.get("offset", 0) or 0, 0), len(names))
     infos = [stream.consumers[n].info() for n in names[offset:offset + LIST_LIMIT]]
     return "consumer_list_response", {"total": len(names), "offset": offset,

@@ -332,7 +332,7 @@ class Account:
         """This worker's figures of the account (natsx.jetstream.accountusage)."""
         return {"memory": self.used["memory"], "file": self.used["file"],
                 "streams": len(self.streams),
-                "consumers": sum(len(s.consumers) for s in self.streams.values()),
+                "consumers": sum(len(s.public_consumers()) for s in self.streams.values()),
                 "api_total": self.api_total, "api_errors": self.api_errors,
                 "reserved_memory": self.reserved_local("memory"),
                 "reserved_file": self.reserved_local("file"),
@@ -412,7 +412,7 @@ class Account:
         from natsx.jetstream.sourcing import Feed
 
         for feed in stream.feeds:
-            feed.closed = True
+            feed.close()
         cfg = stream.cfg
         specs = [(cfg["mirror"], True)] if cfg.get("mirror") else \
             [(spec, False) for spec in cfg.get("sources") or []]
@@ -450,7 +450,7 @@ class Account:
             self.delete_consumer(stream, name, remove_files=False)
         stream.closed = True
         for feed in stream.feeds:
-            feed.closed = True
+            feed.close()
         self._feeds_by_origin = None
         stream.unsubscribe()
         self.js.unsubscribe_direct(stream)
@@ -498,9 +498,10 @@ class Account:
         maxc = scfg.get("max_consumers", -1)
         if maxc <= 0 or 0 < self.limits.max_consumers < maxc:
             maxc = self.limits.max_consumers
-        if maxc > 0 and len(stream.consumers) >= maxc:
+        if maxc > 0 and len(stream.public_consumers()) >= maxc:
             raise error("JSMaximumConsumersLimitErr")
-        if scfg["retention"] == "workqueue":
+        if scfg["retention"] == "workqueue" and not cfg.get("direct"):
+            # A direct consumer (a mirror's or a source's) is exempt, as in Go.
             if cfg.get("ack_policy") != "explicit":
                 raise error("JSConsumerWQRequiresExplicitAckErr")
             if cfg.get("deliver_policy", "all") != "all":
@@ -573,7 +574,9 @@ class Account:
         consumer.signal()
 
     def _write_consumer_meta(self, consumer: Consumer) -> None:
-        if consumer.cfg.get("mem_storage"):
+        if consumer.cfg.get("mem_storage") or consumer.cfg.get("direct"):
+            # A direct consumer (a feed's) is not kept across restarts (Go: no store);
+            # its feed creates another.
             return
         write_meta(os.path.join(self.stream_dir(consumer.stream.name), "obs", consumer.name,
                                 "meta.inf"), {"config": consumer.cfg, "created": consumer.created},
@@ -688,6 +691,10 @@ class JetStream:
         self.outbox: list = []
         self.dirty: list = []
         self.signaled: list = []
+        # Until every worker's API relay is known here (Server._await_jetstream), requests
+        # this worker sends itself (a feed's CONSUMER.CREATE) wait in ``deferred``.
+        self.ready = getattr(server, "mesh", None) is None
+        self.deferred: list = []
         self._others_used: dict = {}    # storage -> the other workers' bytes, this batch
         self.timers = Timers(server)
         # The API requests of the current round, bounded (natsx.jetstream.queues).
@@ -1063,6 +1070,12 @@ class JetStream:
             route(subject, reply, hdr, payload, deliver_as)
 
     # -- timers --------------------------------------------------------------------------------
+
+    def set_ready(self) -> None:
+        self.ready = True
+        deferred, self.deferred = self.deferred, []
+        for fn in deferred:
+            fn()
 
     def call_later(self, delay: float, fn) -> Timer:
         return self.timers.call_later(delay, fn)

@@ -86,7 +86,7 @@ def snapshot_records(stream, consumers: bool):
             "consumers": []}
     if consumers:
         for c in stream.consumers.values():
-            if c.cfg.get("mem_storage"):
+            if c.cfg.get("mem_storage") or c.cfg.get("direct"):
                 continue
             meta["consumers"].append({"name": c.name, "config": c.cfg, "created": c.created,
                                       "state": _consumer_state_json(c.cs.state())})
@@ -277,7 +277,7 @@ def snapshot_request(account, stream, req: dict, client: dict) -> dict:
                             req.get("window_size", 0) or 0, not req.get("no_consumers"), client)
     state = stream.state()
     state.pop("consumer_count", None)
-    state["consumer_count"] = len(stream.consumers)
+    state["consumer_count"] = len(stream.public_consumers())
     log.info("Starting snapshot for stream '%s > %s'", account.name, stream.name)
     js = account.js
     # After the API response has been queued (the caller queues it when this returns).

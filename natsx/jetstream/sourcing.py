@@ -11,22 +11,25 @@ streams live in the same process, so a feed reads the origin's store directly. T
 signals its feeds when it stores a message; a feed then runs in the batch like a consumer
 (``deliver``), so what it copies is committed with that batch. On restart a feed resumes
 after the last origin sequence found in the target (the mirror's last sequence, or the
-newest ``Nats-Stream-Source`` header for that origin). Sources in other domains or accounts
-(``external``) are not supported.
+newest ``Nats-Stream-Source`` header for that origin).
 
 With streams spread over the workers (natsx.jetstream.shards) the origin may run in another
 worker. A file origin is then read from its environment directly (``LmdbReader``: read
 transactions beside the raft process writing it, so only what was applied and acknowledged
 is copied), and since the origin's stores do not signal this worker the feed polls it every
-``POLL`` seconds. A memory origin in another worker cannot be read from here: such a feed
-copies nothing (a known limit of the placement; Go would source it over the network).
+``POLL`` seconds. A memory origin in another worker, and an origin in another account or
+domain (``external``), are fed as Go feeds every origin: through a push consumer created on
+it over the JetStream API (natsx.jetstream.sourcefeed); the feed stores what that consumer
+delivers, in the batch like the rest.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import TYPE_CHECKING
 
+from natsx.jetstream.sourcefeed import ConsumerLink, external_label
 from natsx.jetstream.util import (SubjectTransform, add_headers, get_header, parse_rfc3339,
                                   subject_matches)
 from natsx.storage import ErrSequenceMismatch, StoreError, crypt
@@ -94,8 +97,12 @@ def _stream_keys(account, name: str):
     return keyring.for_stream(account.name, name) if keyring is not None else None
 
 
+MEMORY = "memory"   # _remote_origin: the origin is a memory stream another worker runs
+
+
 def _remote_origin(target: "Stream", name: str):
-    """The origin ``name`` when another worker runs it and it is a file stream."""
+    """The origin ``name`` when another worker runs it and it is a file stream, MEMORY when
+    it is a memory stream, None when it does not exist (yet)."""
     import os
 
     from natsx.jetstream.manager import read_meta
@@ -106,8 +113,10 @@ def _remote_origin(target: "Stream", name: str):
     keys = account.meta_keys(name)
     meta_path = os.path.join(account.stream_dir(name), "meta.inf")
     meta = read_meta(meta_path) if keys is None else read_meta(meta_path, keys)[0]
-    if not meta or (meta.get("config") or {}).get("storage", "file") != "file":
+    if not meta:
         return None
+    if (meta.get("config") or {}).get("storage", "file") != "file":
+        return MEMORY
     path = os.path.join(account.stream_dir(name), "msgs")
     try:
         origin = _readers.get(path)
@@ -125,12 +134,22 @@ def _remote_origin(target: "Stream", name: str):
 def iname(spec: dict) -> str:
     """Go's StreamSource.composeIName: name, filter(s) and destination(s)."""
     transforms = spec.get("subject_transforms") or []
+    name = origin_label(spec)
     if transforms:
         src = "\f".join(t.get("src") or ">" for t in transforms)
         dest = "\f".join(t.get("dest") or ">" for t in transforms)
     else:
         src, dest = spec.get("filter_subject") or ">", ">"
-    return f"{spec['name']} {src} {dest}"
+    return f"{name} {src} {dest}"
+
+
+def origin_label(spec: dict) -> str:
+    """The origin as ``Nats-Stream-Source`` names it: ``name``, or ``name:<hash of the API
+    prefix>`` for an external one (the same name may exist in several domains)."""
+    ext = spec.get("external")
+    if ext and ext.get("api"):
+        return external_label(spec["name"], ext["api"])
+    return spec["name"]
 
 
 class Feed:
@@ -141,6 +160,7 @@ class Feed:
         self.spec = spec
         self.mirror = mirror
         self.origin = spec["name"]
+        self.label = origin_label(spec)
         self.name = f"{target.name} <- {self.origin}"
         self.iname = iname(spec)
         parts = self.iname.split(" ")
@@ -155,6 +175,16 @@ class Feed:
         self.last_active = 0
         self.remote = None          # the origin's reader when another worker runs it
         self.poll_timer = None
+        self.link = None            # a ConsumerLink when fed through a consumer
+        self.external = spec.get("external") or None
+
+    def close(self) -> None:
+        self.closed = True
+        if self.poll_timer is not None:
+            self.poll_timer.cancel()
+            self.poll_timer = None
+        if self.link is not None:
+            self.link.close()
 
     # ------------------------------------------------------------------ position
 
@@ -174,14 +204,24 @@ class Feed:
                 hdr = get_header(sm.headers, b"Nats-Stream-Source")
                 if hdr:
                     fields = hdr.decode("utf-8", "replace").split(" ")
-                    if fields[0] == self.origin and len(fields) > 1 and fields[1].isdigit():
+                    if fields[0] == self.label and len(fields) > 1 and fields[1].isdigit():
                         return int(fields[1]) + 1
                 seq -= 1
         if self.spec.get("opt_start_seq"):
             return int(self.spec["opt_start_seq"])
+        if origin is None:
+            return 0    # a linked feed: the consumer starts by time, or at the first message
         if self.spec.get("opt_start_time"):
             return origin.store.get_seq_from_time(parse_rfc3339(self.spec["opt_start_time"]))
         return max(origin.store.state().first_seq, 1)
+
+    def restart_link(self, seq: int) -> None:
+        """(Re)create the origin consumer from ``seq``, or from where the target stands."""
+        if self.closed or self.target.closed:
+            return
+        if not seq:
+            seq = self._resume(None)
+        self.link.start(seq, None if seq else self.spec.get("opt_start_time"))
 
     # ------------------------------------------------------------------ copying
 
@@ -209,7 +249,16 @@ class Feed:
         target = self.target
         if self.closed or target.closed:
             return
-        origin = self._origin()
+        if self.link is not None:
+            self._take_linked()
+            return
+        origin = None if self.external else self._origin()
+        if origin is MEMORY or self.external:
+            # Fed from now on through a consumer on the origin (natsx.jetstream.sourcefeed).
+            self.link = ConsumerLink(self)
+            self.remote = None
+            self.restart_link(0)
+            return
         if origin is None:
             return
         if not self.next_seq:
@@ -229,10 +278,7 @@ class Feed:
             if self.mirror:
                 self._store_mirrored(sm)
             else:
-                hdr = add_headers(sm.headers or None, [(
-                    b"Nats-Stream-Source",
-                    f"{self.origin} {sm.seq}{self.hdr_tail}".encode())])
-                target.store_sourced(subject, hdr, sm.payload)
+                self._store_sourced(subject, sm)
             copied += 1
         if copied:
             self.last_active = time.time_ns()
@@ -241,8 +287,35 @@ class Feed:
         elif isinstance(origin, _RemoteOrigin):
             self._poll()
 
+    def _store_sourced(self, subject: str, sm) -> None:
+        hdr = add_headers(sm.headers or None, [(
+            b"Nats-Stream-Source", f"{self.label} {sm.seq}{self.hdr_tail}".encode())])
+        self.target.store_sourced(subject, hdr, sm.payload)
+
+    def _take_linked(self) -> None:
+        """Store what the origin's consumer delivered, then answer its flow control."""
+        link = self.link
+        copied = 0
+        for item in link.take():
+            if type(item) is tuple:
+                link.answer(item[1])
+                continue
+            self.next_seq = item.seq + 1
+            subject = self._map(item.subject)
+            if subject is None:
+                continue
+            self.target.touch()
+            if self.mirror:
+                self._store_mirrored(item)
+            else:
+                self._store_sourced(subject, item)
+            copied += 1
+        if copied:
+            self.last_active = time.time_ns()
+
     def _origin(self):
-        """The origin stream, or a reader of it when another worker runs it."""
+        """The origin stream, or a reader of it when another worker runs it (MEMORY when
+        that worker holds it in memory)."""
         local = self.target.account.streams.get(self.origin)
         if local is not None:
             self.remote = None
@@ -282,17 +355,25 @@ class Feed:
     # ------------------------------------------------------------------ info
 
     def info(self) -> dict:
-        origin = self.target.account.streams.get(self.origin) or self.remote
         lag = 0
-        if origin is not None and self.next_seq:
-            lag = max(origin.store.state().last_seq - self.next_seq + 1, 0)
+        if self.link is not None:
+            lag = self.link.lag
+        else:
+            origin = self.target.account.streams.get(self.origin) or self.remote
+            if origin is not None and self.next_seq:
+                lag = max(origin.store.state().last_seq - self.next_seq + 1, 0)
         out = {"name": self.origin}
         if self.filter:
             out["filter_subject"] = self.filter
         if self.spec.get("subject_transforms"):
             out["subject_transforms"] = self.spec["subject_transforms"]
+        if self.external:
+            out["external"] = {"api": self.external.get("api", ""),
+                               "deliver": self.external.get("deliver", "")}
         out["lag"] = lag
         out["active"] = time.time_ns() - self.last_active if self.last_active else -1
+        if self.link is not None and self.link.error:
+            out["error"] = self.link.error
         return out
 
 
@@ -319,9 +400,9 @@ def validate(cfg: dict, error) -> None:
         if spec.get("filter_subject") and transforms:
             raise error("JSMirrorMultipleFiltersNotAllowed" if is_mirror
                         else "JSSourceMultipleFiltersNotAllowed")
-        if spec.get("external"):
-            raise error("JSStreamInvalidConfigF",
-                        err="sources and mirrors in other domains are not supported")
+        ext = spec.get("external")
+        if ext:
+            _check_external(cfg, ext, error)
         for i, t in enumerate(transforms):
             src = t.get("src") or ">"
             if not is_valid_subject(src):
@@ -342,3 +423,24 @@ def validate(cfg: dict, error) -> None:
             except ValueError:
                 raise error("JSInvalidJSONErr", err="invalid opt_start_time") from None
 
+
+
+def _check_external(cfg: dict, ext: dict, error) -> None:
+    """Go's checks of an ``external`` block's delivery and API prefixes."""
+    from natsx.jetstream.util import is_valid_literal_subject, subjects_collide
+
+    if not isinstance(ext, dict):
+        raise error("JSInvalidJSONErr", err="invalid external")
+    deliver, api = ext.get("deliver") or "", ext.get("api") or ""
+    if deliver:
+        if not is_valid_literal_subject(deliver):
+            raise error("JSStreamInvalidExternalDeliverySubjErrF", prefix=deliver)
+        for sub in cfg.get("subjects") or []:
+            if subjects_collide(sub, f"{deliver}.{sub}"):
+                raise error("JSStreamExternalDelPrefixOverlapsErrF", prefix=deliver, subject=sub)
+    if api:
+        if not is_valid_literal_subject(api):
+            raise error("JSStreamInvalidConfigF", err=f"stream external api prefix {json.dumps(api)} "
+                        "must be a valid subject without wildcards")
+        if subjects_collide(api, "$JS.API"):
+            raise error("JSStreamExternalApiOverlapErrF", prefix=api, subject="$JS.API")

@@ -404,6 +404,11 @@ class Stream:
             server.internal_unsubscribe(self.account.name, sub)
         self.subs = []
 
+    def public_consumers(self) -> list:
+        """The consumers but the direct ones (mirrors' and sources' feeds), which Go
+        neither lists nor counts."""
+        return [name for name, c in self.consumers.items() if not c.cfg.get("direct")]
+
     def touch(self) -> None:
         """Called before any write: opens this batch's store transaction."""
         if not self.dirty:
@@ -799,7 +804,7 @@ class Stream:
             out["num_deleted"] = st.num_deleted
         if deleted and st.deleted:
             out["deleted"] = list(st.deleted)
-        out["consumer_count"] = len(self.consumers)
+        out["consumer_count"] = len(self.public_consumers())
         return out
 
     def info(self, **state_opts) -> dict:

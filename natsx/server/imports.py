@@ -202,15 +202,20 @@ class Imports:
         dest = importer.encode()
         server = self.server
 
-        def handler(subject, reply, headers, payload, publisher):
+        def handler(subject, reply, headers, payload, publisher, routed=None):
             if publisher.peer and not shared:
+                return
+            if routed is not None:
+                # A JetStream delivery: routed on its deliver subject, shown with the
+                # message's own; the import maps the first and keeps the second.
+                server.internal_publish(dest, mapper(routed), reply, headers, payload,
+                                        deliver_as=subject)
                 return
             server.internal_publish(dest, mapper(subject), reply, headers, payload)
 
         queue = self._group(importer, "stream", imp) if shared else None
-        if local:
-            return server.internal_client(imp.account).subscribe(src, handler, queue, local=True)
-        return server.internal_subscribe(imp.account, src, handler, queue)
+        return server.internal_client(imp.account).subscribe(src, handler, queue, local=local,
+                                                             routed=True)
 
     # ---------------------------------------------------------------- services
 

@@ -39,12 +39,14 @@ class InternalClient:
         core.max_pending = 1 << 62
         self.handlers: dict[bytes, Handler] = {}
         self.local_sids: set[bytes] = set()
+        self.routed_sids: set[bytes] = set()
         self._next_sid = 1
 
     def subscribe(self, subject: bytes, handler: Handler, queue: bytes | None = None,
-                  local: bool = False):
+                  local: bool = False, routed: bool = False):
         """``local``: the interest is not announced to the peer workers, so only this
-        worker's clients reach the handler (Go: sysSubscribeInternal)."""
+        worker's clients reach the handler (Go: sysSubscribeInternal). ``routed``: the
+        handler takes a sixth argument, the routed subject (see ``deliver``)."""
         from natsx.server.worker import _sublist
 
         sid = b"%d" % self._next_sid
@@ -56,6 +58,8 @@ class InternalClient:
         self.handlers[sid] = handler
         if self._traced():
             trace.system_sub(subject, queue, sid)
+        if routed:
+            self.routed_sids.add(sid)
         if local:
             self.local_sids.add(sid)
         elif self.server.mesh is not None:
@@ -64,6 +68,7 @@ class InternalClient:
 
     def unsubscribe(self, sub) -> None:
         self.handlers.pop(sub.sid, None)
+        self.routed_sids.discard(sub.sid)
         if sub.sid in self.local_sids:
             self.local_sids.discard(sub.sid)
             if self.core.subs.get(sub.sid) is sub:
@@ -74,12 +79,17 @@ class InternalClient:
             return
         self.server._unsubscribe(self.core, sub)
 
-    def deliver(self, sub, subject, reply, headers, payload, publisher) -> None:
+    def deliver(self, sub, subject, reply, headers, payload, publisher, routed=None) -> None:
+        """``routed``: the subject the message was routed on when it is delivered under
+        another (a JetStream delivery); handlers subscribed with ``routed=True`` get it."""
         handler = self.handlers.get(sub.sid)
         if handler is None:
             return
         try:
-            handler(subject, reply, headers, payload, publisher)
+            if sub.sid in self.routed_sids:
+                handler(subject, reply, headers, payload, publisher, routed)
+            else:
+                handler(subject, reply, headers, payload, publisher)
         except Exception:
             # A failing service must not take the worker's read loop down with it.
             log.exception("internal subscription %s on %r failed", sub.sid, subject)

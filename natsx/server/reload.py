@@ -485,6 +485,7 @@ def apply_jetstream(server, old: Options, new: Options) -> None:
         if server.worker_index == 0:
             log.info("Restarting JetStream")
         js = server.jetstream = JetStream(server)
+        js.ready = True     # the workers are all up: a feed's requests may go at once
         js.start(server._nursery)
         if server.mesh is not None and getattr(server, "js_relay", None) is None:
             from natsx.jetstream.relay import Relay

@@ -317,6 +317,7 @@ class Server:
                 self.system.start(nursery)
             if self.options.jetstream and self.mesh is not None:
                 await self._await_jetstream()
+                self.run_batch(self.jetstream.set_ready)
             nursery.start_soon(self._accept_loop)
             if self.tls_rate is not None:
                 nursery.start_soon(self.tls_rate.log_loop)
