@@ -154,6 +154,36 @@ def test_account_limits_across_workers(tmp_path, workers):
         srv.stop()
 
 
+def test_restore_is_vetted_by_the_home(tmp_path):
+    """A STREAM.RESTORE goes through the account's home like a create: racing creates of
+    the same subjects from clients of every worker, exactly one of them all passes, and an
+    upload in progress holds its subjects."""
+    srv = start(tmp_path, str(tmp_path / "store"), "--workers", "2")
+    try:
+        async def main():
+            conns = [await connect(srv) for _ in range(6)]
+            for round_ in range(3):
+                subject = f"race.{round_}"
+                rs = await asyncio.gather(
+                    api(conns[0], f"$JS.API.STREAM.RESTORE.Q{round_}",
+                        {"config": {"name": f"Q{round_}", "subjects": [subject]}}),
+                    *(api(nc, f"$JS.API.STREAM.CREATE.C{round_}{i}",
+                          {"name": f"C{round_}{i}", "subjects": [subject]})
+                      for i, nc in enumerate(conns[1:])))
+                codes = sorted(r.get("error", {}).get("err_code", 0) for r in rs)
+                assert codes == [0] + [10065] * 5, rs
+                if "error" not in rs[0]:
+                    # The upload has not started: its subjects stay taken meanwhile.
+                    r = await api(conns[1], f"$JS.API.STREAM.CREATE.L{round_}",
+                                  {"name": f"L{round_}", "subjects": [subject]})
+                    assert r["error"]["err_code"] == 10065, r
+            for nc in conns:
+                await nc.close()
+        run(main(), timeout=60)
+    finally:
+        srv.stop()
+
+
 @pytest.mark.parametrize("encrypted,storage", [(False, "file"), (True, "file"),
                                                (False, "memory")],
                          ids=["plain", "encrypted", "memory"])

@@ -525,21 +525,33 @@ def stream_snapshot(account, tokens, reply, hdr, payload):
         account, stream, req, _client(account))
 
 
-def stream_restore(account, tokens, reply, hdr, payload):
+def stream_restore(account, tokens, reply, hdr, payload, vet=False, vetted=False):
+    """``vet`` and ``vetted`` as for ``stream_create``: the home checks the restored
+    config against the account's streams on every worker and holds it while the upload
+    runs; the owner then opens the upload."""
     if not payload or not payload.strip():
         raise error("JSBadRequestErr")
     req = _request(payload, account, "stream_restore")
-    others = _others(account, tokens[4])
+    name = tokens[4]
+    others = [] if vetted else _others(account, name)
 
     def check(cfg):
         cfg = stream_mod.check_config(stream_mod.decode_config(cfg), others=others,
                                       limits=account.limits)
-        configs = account.configs()
-        if tokens[4] not in configs:
+        if vetted:
+            account.limits.check_reservation(cfg, account_wide=False)
+            return cfg
+        configs = account.configs(vetting=vet)
+        if name not in configs:
             if 0 < account.limits.max_streams <= len(configs):
                 raise error("JSMaximumStreamsLimitErr")
-            account.limits.check_reservation(cfg)
+            account.limits.check_reservation(cfg, server=not vet)
+            if vet:
+                account.catalog.hold(name, cfg, snapshot_mod.RESTORE_HOLD)
         return cfg
+    if vet:
+        snapshot_mod.restore_config(account, tokens, req, check)
+        return None
     return "stream_restore_response", snapshot_mod.restore_request(
         account, tokens, req, _client(account), check)
 
@@ -673,7 +685,7 @@ def dispatch(account: "Account", subject: bytes, reply, hdr, payload: bytes,
             # owner may run it; a refusal is answered here.
             if handler(account, tokens, reply, hdr, payload or b"", vet=True) is None:
                 return True
-        if vetted and handler in (stream_create, stream_update):
+        if vetted and handler in (stream_create, stream_update, stream_restore):
             rtype, body = handler(account, tokens, reply, hdr, payload or b"", vetted=True)
         else:
             rtype, body = handler(account, tokens, reply, hdr, payload or b"")

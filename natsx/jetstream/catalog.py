@@ -100,5 +100,5 @@ class Catalog:
                     out[name] = cfg
         return out
 
-    def hold(self, name: str, cfg: dict) -> None:
-        self.held[name] = (cfg, time.monotonic() + HOLD)
+    def hold(self, name: str, cfg: dict, seconds: float = HOLD) -> None:
+        self.held[name] = (cfg, time.monotonic() + seconds)

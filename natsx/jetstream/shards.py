@@ -19,7 +19,8 @@ touched; a server restarted with another worker count opens each stream in its n
 What spans the streams of an account has one coordinator, the account's *home*:
 ``home(account, workers)``, a hash of the account name alone. The home answers
 ``$JS.API.INFO``, ``STREAM.NAMES`` and ``STREAM.LIST`` (with Go's paging, offset and subject
-filter) and vets ``STREAM.CREATE`` and ``STREAM.UPDATE`` before the owner runs them:
+filter) and vets ``STREAM.CREATE``, ``STREAM.UPDATE`` and ``STREAM.RESTORE`` before the owner
+runs them:
 subject overlap with the account's other streams (10065), ``max_streams``, and the
 ``max_bytes`` reservations against ``max_memory``/``max_storage``. It reads the account's
 stream catalog from the store directory, where every owner writes a stream's ``meta.inf``
@@ -35,11 +36,10 @@ How requests travel is natsx.jetstream.relay: each worker answers its own client
 when it is the target, and relays the others to the target worker with the client's details.
 While a worker restarts, the requests for its streams, and the account-wide requests of the
 accounts it is home of, get a ``503`` (no responders); the other streams go on. Mirrors and
-sources read an origin another worker runs from its store (natsx.jetstream.sourcing).
-
-Limits of the scheme: a memory stream cannot be mirrored or sourced from another worker
-(its messages live in its owner's memory); ``STREAM.RESTORE`` checks overlap and
-``max_streams`` against the catalog at the owner, without the home's serialisation.
+sources read a file origin another worker runs from its store, and a memory one through a
+consumer on it, as Go sources any stream (natsx.jetstream.sourcing). A restore's config is
+held by the home while its upload runs (natsx.jetstream.catalog), so a create racing it
+for the same subjects or the last stream of ``max_streams`` is refused.
 
 An account's limits are held against the server's (Go's sufficientResources) by its home
 alone; when they do not fit, the home says so in the account's shared file
@@ -54,7 +54,7 @@ import zlib
 
 #: The API requests answered (INFO, NAMES, LIST) or vetted (CREATE, UPDATE) by the home.
 HOME_REQUESTS = {("INFO",), ("STREAM", "NAMES"), ("STREAM", "LIST"),
-                 ("STREAM", "CREATE"), ("STREAM", "UPDATE")}
+                 ("STREAM", "CREATE"), ("STREAM", "UPDATE"), ("STREAM", "RESTORE")}
 
 
 def home(account: str, workers: int) -> int:

@@ -57,6 +57,9 @@ WINDOW_DEFAULT = 8 * 1024 * 1024
 ACK_TIMEOUT = 5.0
 INTEREST_WAIT = 2.0
 RESTORE_IDLE = 5.0
+#: How long the home holds a vetted restore's config for the next creates' checks when
+#: the upload has not finished (natsx.jetstream.catalog); a finished one shows on disk.
+RESTORE_HOLD = 60.0
 _MSG = struct.Struct(">QqII")
 _LEN = struct.Struct(">I")
 
@@ -469,6 +472,16 @@ class Restore:
 
 def restore_request(account, tokens, req: dict, client: dict, check_config) -> dict:
     """Check a restore request and open the upload; returns the API response body."""
+    cfg = restore_config(account, tokens, req, check_config)
+    if tokens[4] in account.streams:
+        raise error("JSStreamNameExistRestoreFailedErr")
+    restore = Restore(account, cfg, client)
+    restore.start()
+    return {"deliver_subject": restore.subject.decode()}
+
+
+def restore_config(account, tokens, req: dict, check_config) -> dict:
+    """The checked config of a restore request (the home vets with this alone)."""
     name = tokens[4]
     cfg = req.get("config")
     if not isinstance(cfg, dict):
@@ -480,9 +493,4 @@ def restore_request(account, tokens, req: dict, client: dict, check_config) -> d
         raise error("JSStreamMismatchErr")
     if "/" in name or "\\" in name:
         raise error("JSStreamNameContainsPathSeparatorsErr")
-    cfg = check_config(cfg)
-    if name in account.streams:
-        raise error("JSStreamNameExistRestoreFailedErr")
-    restore = Restore(account, cfg, client)
-    restore.start()
-    return {"deliver_subject": restore.subject.decode()}
+    return check_config(cfg)
