@@ -405,7 +405,8 @@ def test_reload_turns_jetstream_off_and_on_as_go(start_natsx, start_go, tmp_path
 
 def test_reload_enables_jetstream_started_without(start_natsx, tmp_path):
     """A server started without JetStream (so without a raft process) gets it on reload,
-    in every worker."""
+    in every worker, and its file streams are written by the raft process the reload
+    started (their write-ahead log is there)."""
     conf = tmp_path / "s.conf"
     write(conf, "# nothing\n")
     srv = start_conf(start_natsx, conf, monitor=True)
@@ -435,3 +436,5 @@ def test_reload_enables_jetstream_started_without(start_natsx, tmp_path):
         jsz = json.load(r)
     assert jsz["config"]["max_memory"] == 64 << 20
     assert jsz["streams"] == 1 and jsz["messages"] == 8
+    assert (tmp_path / "store" / "jetstream" / "$G" / "streams" / "E" / "msgs" / "raft.wal").exists()
+    assert "exited with" not in srv.log()   # the workers took the reload in place

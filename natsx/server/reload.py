@@ -462,8 +462,9 @@ def reload_worker(server) -> None:
 def apply_jetstream(server, old: Options, new: Options) -> None:
     """The JetStream part of a reload in a worker, after ``jetstream_changes`` accepted it:
     Go's jetStreamLimitsOption.Apply (raised limits), DisableJetStream and
-    restartJetStream. A worker started without JetStream, so without a raft process,
-    writes the streams of its accounts itself (natsx.jetstream.manager)."""
+    restartJetStream. A server started without JetStream gets its raft process from the
+    supervisor on the reload that turns it on (before the workers are told), so its file
+    streams are written through it as on a server started with JetStream."""
     js = server.jetstream
     if js is not None and not new.jetstream:
         if server.worker_index == 0:
@@ -486,12 +487,7 @@ def apply_jetstream(server, old: Options, new: Options) -> None:
             log.info("Restarting JetStream")
         js = server.jetstream = JetStream(server)
         js.ready = True     # the workers are all up: a feed's requests may go at once
-        js.start(server._nursery)
-        if server.mesh is not None and getattr(server, "js_relay", None) is None:
-            from natsx.jetstream.relay import Relay
-
-            server.js_relay = Relay(server)
-            server.js_relay.start()
+        js.start(server._nursery)   # its API subscriptions include the relay's
         return
     if js is None:
         return

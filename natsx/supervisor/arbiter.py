@@ -175,17 +175,18 @@ class Arbiter:
         self.workers = [Child("worker", i) for i in range(n)]
         self.admin = Child("admin", 0) if self.http_listener else None
         # JetStream's raft process: the single LMDB writer (natsx.raftd). Its socket is bound
-        # here, so workers reconnect to the same address while it restarts.
-        self.raft = self.raft_listener = self.raft_address = None
+        # here, so workers reconnect to the same address while it restarts; also without
+        # JetStream, which a reload may turn on (the process is started then).
+        self.raft = None
         # Draws the secret every worker's JetStream relay shares (before any fork; also
         # without JetStream, which a reload may turn on).
         import natsx.jetstream.relay  # noqa: F401
 
+        self.raft_address = "\0natsx-raft-%d-%s" % (os.getpid(), self.server_id[:8])
+        self.raft_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.raft_listener.bind(self.raft_address)
+        self.raft_listener.listen(128)
         if o.jetstream:
-            self.raft_address = "\0natsx-raft-%d-%s" % (os.getpid(), self.server_id[:8])
-            self.raft_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.raft_listener.bind(self.raft_address)
-            self.raft_listener.listen(128)
             self.raft = Child("raft", 0)
 
     def _log_banner(self) -> None:
@@ -276,6 +277,7 @@ class Arbiter:
                 listener.close()
         if self.http_listener:
             self.http_listener.close()
+        self.raft_listener.close()   # a worker connects to it (raft_address), never accepts
         return run_worker(self.options, server_id=self.server_id, index=index,
                           listener=self.client_listeners[index],
                           ws_listener=self.ws_listeners[index] if self.ws_listeners else None,
@@ -297,8 +299,7 @@ class Arbiter:
 
         for listener in self.client_listeners + self.ws_listeners:
             listener.close()
-        if self.raft_listener is not None:
-            self.raft_listener.close()
+        self.raft_listener.close()
         return run_admin(self.options, server_id=self.server_id, start_time=self.start_time,
                          listener=self.http_listener,
                          controls=self.control_addresses)
@@ -454,6 +455,11 @@ class Arbiter:
 
         # Children reload only what the supervisor accepted (natsx.server.reload).
         if reload_supervisor(self):
+            if self.options.jetstream and self.raft is None and not self.stopping:
+                # JetStream turned on: its writer first; the workers' links to it wait in
+                # the listener's backlog until it accepts.
+                self.raft = Child("raft", 0)
+                self.spawn(self.raft)
             self.signal_children(signal.SIGHUP)
 
     def handle_sigusr1(self) -> None:
