@@ -657,3 +657,96 @@ def test_external_mirror_and_source_match_go(start_natsx, start_go, tmp_path, st
     got = run(_external_scenario(ours.port, storage))
     assert got == run(_external_scenario(go.port, storage))
     assert got[-2:] == [0, 0] and got[7][2][0].startswith("O:")
+
+
+# ------------------------------------------------------------------------- priority groups
+
+async def _pull_one(nc, consumer: str, body: dict, wait: float = 1.0):
+    """The first reply to one pull request: (data, headers)."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.PG.{consumer}", json.dumps(body).encode(),
+                     reply=inbox)
+    msg = await sub.next_msg(timeout=wait)
+    await sub.unsubscribe()
+    return msg.data, dict(msg.headers or {})
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_priority_groups_pinned_client_and_overflow(start_natsx, tmp_path, workers):
+    """Go 2.11's priority groups: config checks, the pinned client (Nats-Pin-Id, 423s, the
+    pin's lease, UNPIN, its advisories and info state) and overflow (min_pending)."""
+    srv = start_natsx("-js", "-sd", str(tmp_path / "store"), "--workers", workers)
+
+    async def main():
+        nc = await nats.connect(srv.url)
+        await api(nc, "$JS.API.STREAM.CREATE.PG", {"name": "PG", "subjects": ["pg.>"]})
+        for cfg, code in (({"priority_policy": "pinned_client"}, 10159),
+                          ({"priority_policy": "overflow", "priority_groups": ["a b"]}, 10162),
+                          ({"priority_policy": "overflow", "priority_groups": [""]}, 10161),
+                          ({"priority_groups": ["A"]}, 10196),
+                          ({"priority_timeout": 5}, 10197),
+                          ({"priority_policy": "pinned_client", "priority_groups": ["A"],
+                            "deliver_subject": "x"}, 10178),
+                          ({"priority_policy": "bogus", "priority_groups": ["A"]}, 10025)):
+            r = await api(nc, "$JS.API.CONSUMER.CREATE.PG.X",
+                          {"stream_name": "PG", "config": {"name": "X", **cfg}})
+            assert r["error"]["err_code"] == code, (cfg, r)
+        r = await api(nc, "$JS.API.CONSUMER.CREATE.PG.PIN", {"stream_name": "PG", "config": {
+            "name": "PIN", "ack_policy": "explicit", "priority_policy": "pinned_client",
+            "priority_groups": ["A"], "priority_timeout": 1_000_000_000}})
+        assert r["priority_groups"] == [{"group": "A", "pinned_ts": "0001-01-01T00:00:00Z"}]
+        await api(nc, "$JS.API.CONSUMER.CREATE.PG.OV", {"stream_name": "PG", "config": {
+            "name": "OV", "ack_policy": "explicit", "priority_policy": "overflow",
+            "priority_groups": ["A"]}})
+        advisories = await nc.subscribe("$JS.EVENT.ADVISORY.CONSUMER.*.PG.PIN")
+        for i in range(4):
+            await nc.request(f"pg.{i}", b"m%d" % i, timeout=3)
+        wait = {"batch": 1, "expires": 300_000_000}
+        for body, text in (({}, "Bad Request - Priority Group missing"),
+                           ({"group": "B"}, "Bad Request - Invalid Priority Group"),
+                           ({"group": "A", "min_pending": 2},
+                            "Bad Request - Not a Overflow Priority consumer")):
+            _, hdrs = await _pull_one(nc, "PIN", {**wait, **body})
+            assert (hdrs["Status"], hdrs["Description"]) == ("400", text)
+        data, hdrs = await _pull_one(nc, "PIN", {**wait, "group": "A"})
+        pin = hdrs["Nats-Pin-Id"]
+        assert data == b"m0" and len(pin) == 22
+        # Another client waits while the pin holds; a wrong id is refused at once.
+        _, hdrs = await _pull_one(nc, "PIN", {**wait, "group": "A"})
+        assert hdrs["Status"] == "408"
+        _, hdrs = await _pull_one(nc, "PIN", {**wait, "group": "A", "id": "nope"})
+        assert (hdrs["Status"], hdrs["Description"]) == ("423", "Nats-Pin-Id mismatch")
+        data, hdrs = await _pull_one(nc, "PIN", {**wait, "group": "A", "id": pin})
+        assert data == b"m1" and hdrs["Nats-Pin-Id"] == pin
+        info = await api(nc, "$JS.API.CONSUMER.INFO.PG.PIN")
+        assert info["priority_groups"][0]["pinned_client_id"] == pin
+        r = await api(nc, "$JS.API.CONSUMER.UNPIN.PG.PIN", {"group": "B"})
+        assert r["error"]["err_code"] == 10160
+        r = await api(nc, "$JS.API.CONSUMER.UNPIN.PG.PIN", {"group": "A"})
+        assert r == {"type": "io.nats.jetstream.api.v1.consumer_unpin_response"}
+        # The old pin's request is turned away; a new client gets a new pin, which lapses
+        # after priority_timeout without a request from it.
+        _, hdrs = await _pull_one(nc, "PIN", {**wait, "group": "A", "id": pin})
+        assert (hdrs["Status"], hdrs["Description"]) == ("423", "Nats-Wrong-Pin-Id")
+        data, hdrs = await _pull_one(nc, "PIN", {**wait, "group": "A"})
+        assert data == b"m2" and hdrs["Nats-Pin-Id"] != pin
+        events = []
+        for _ in range(4):
+            m = await advisories.next_msg(timeout=3)
+            events.append(json.loads(m.data))
+        assert [(e["type"].rsplit(".", 1)[1], e.get("reason"), e["group"]) for e in events] == [
+            ("consumer_group_pinned", None, "A"), ("consumer_group_unpinned", "admin", "A"),
+            ("consumer_group_pinned", None, "A"), ("consumer_group_unpinned", "timeout", "A")]
+        assert events[0]["pinned_id"] == pin and events[2]["pinned_id"] == hdrs["Nats-Pin-Id"]
+        info = await api(nc, "$JS.API.CONSUMER.INFO.PG.PIN")
+        assert "pinned_client_id" not in info["priority_groups"][0]
+        # Overflow: a request with min_pending is served only that far behind.
+        _, hdrs = await _pull_one(nc, "OV", {**wait, "group": "A", "min_pending": 5})
+        assert hdrs["Status"] == "408"
+        data, _ = await _pull_one(nc, "OV", {**wait, "group": "A", "min_pending": 4})
+        assert data == b"m0"
+        _, hdrs = await _pull_one(nc, "OV", {**wait, "group": "A", "id": "x"})
+        assert hdrs["Description"] == "Bad Request - Not a Pinned Client Priority consumer"
+        await nc.close()
+    run(main())

@@ -46,7 +46,8 @@ SUBJECTS = [s.encode() for s in (
     "$JS.API.CONSUMER.CREATE.*", "$JS.API.CONSUMER.CREATE.*.>",
     "$JS.API.CONSUMER.DURABLE.CREATE.*.*", "$JS.API.CONSUMER.NAMES.*",
     "$JS.API.CONSUMER.LIST.*", "$JS.API.CONSUMER.INFO.*.*", "$JS.API.CONSUMER.DELETE.*.*",
-    "$JS.API.CONSUMER.PAUSE.*.*", "$JS.API.CONSUMER.LEADER.STEPDOWN.*.*",
+    "$JS.API.CONSUMER.PAUSE.*.*", "$JS.API.CONSUMER.UNPIN.*.*",
+    "$JS.API.CONSUMER.LEADER.STEPDOWN.*.*",
     "$JS.API.STREAM.SNAPSHOT.*", "$JS.API.STREAM.RESTORE.*",
 )]
 
@@ -512,6 +513,29 @@ def consumer_pause(account, tokens, reply, hdr, payload):
     return "consumer_pause_response", out
 
 
+def consumer_unpin(account, tokens, reply, hdr, payload):
+    """Go's jsConsumerUnpinRequest: ends the pin of a priority group (reason "admin")."""
+    try:
+        req = json.loads(payload or b"")
+    except ValueError as exc:
+        raise error("JSInvalidJSONErr", err=str(exc) or "unexpected end of JSON input") from None
+    if not isinstance(req, dict):
+        raise error("JSInvalidJSONErr", err="json: cannot unmarshal into Go value")
+    group = req.get("group") or ""
+    if not group:
+        raise error("JSInvalidJSONErr", err="consumer group not specified")
+    if not isinstance(group, str) or not consumer_mod.VALID_GROUP.match(group):
+        raise error("JSConsumerInvalidGroupNameErr")
+    stream = _stream(account, tokens[4])
+    c = _consumer(stream, tokens[5])
+    if group not in (c.cfg.get("priority_groups") or ()):
+        raise error("JSConsumerInvalidPriorityGroupErr")
+    c.unpin()
+    account.js.events.consumer_unpinned(c, group, "admin")
+    c.signal()
+    return "consumer_unpin_response", {}
+
+
 def _client(account) -> dict:
     return client_info(_publisher, account.name, account.js.server.server_name)
 
@@ -579,6 +603,7 @@ _HANDLERS = {
     ("CONSUMER", "INFO"): consumer_info,
     ("CONSUMER", "DELETE"): consumer_delete,
     ("CONSUMER", "PAUSE"): consumer_pause,
+    ("CONSUMER", "UNPIN"): consumer_unpin,
     ("STREAM", "LEADER"): not_clustered,
     ("STREAM", "PEER"): not_clustered,
     ("CONSUMER", "LEADER"): not_clustered,
@@ -593,6 +618,7 @@ _RESPONSE_TYPES = {
     consumer_names: "consumer_names_response", consumer_list: "consumer_list_response",
     consumer_info: "consumer_info_response", consumer_delete: "consumer_delete_response",
     consumer_pause: "consumer_pause_response", account_info: "account_info_response",
+    consumer_unpin: "consumer_unpin_response",
     stream_snapshot: "stream_snapshot_response", stream_restore: "stream_restore_response",
 }
 _STEPDOWN_TYPES = {"STREAM": "stream_leader_stepdown_response",

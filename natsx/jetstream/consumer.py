@@ -24,6 +24,7 @@ pull request expiry and heartbeats, push idle heartbeats and ``inactive_threshol
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import deque
 from typing import TYPE_CHECKING
@@ -43,6 +44,9 @@ DELETE_WAIT_DEFAULT = 5 * NS          # ephemeral inactive_threshold
 FLOW_CONTROL_MAX_PENDING = 32 * 1024 * 1024
 DEFAULT_MAX_ACK_PENDING = 1000
 WAIT_QUEUE_DEFAULT_MAX = 512
+PINNED_TTL_DEFAULT = 120 * NS       # Go's JsDefaultPinnedTTL
+PRIORITY_POLICIES = ("none", "overflow", "pinned_client")    # Go 2.11
+VALID_GROUP = re.compile(r"^[a-zA-Z0-9/_=-]{1,16}$")
 MAX_NAME_LEN = 255
 MAX_DESCRIPTION_LEN = 4 * 1024
 MAX_METADATA_LEN = 128 * 1024
@@ -161,6 +165,9 @@ def set_defaults(cfg: dict, stream_cfg: dict, limits, pedantic: bool = False) ->
     fix("max_bytes", lambda v: v < 0, 0, "max_bytes must not be negative")
     fix("idle_heartbeat", lambda v: v < 0, 0, "idle_heartbeat must not be negative")
     fix("inactive_threshold", lambda v: v < 0, 0, "inactive_threshold must not be negative")
+    fix("priority_timeout", lambda v: v < 0, 0, "priority_timeout must not be negative")
+    if cfg.get("priority_policy") == "pinned_client" and not cfg.get("priority_timeout"):
+        cfg["priority_timeout"] = PINNED_TTL_DEFAULT
     if not cfg.get("deliver_subject") and not cfg.get("max_waiting"):
         cfg["max_waiting"] = WAIT_QUEUE_DEFAULT_MAX
     ack = cfg.get("ack_policy", "none")
@@ -331,9 +338,26 @@ def check_config(cfg: dict, stream_cfg: dict, limits=None) -> None:
     meta = cfg.get("metadata") or {}
     if sum(len(k) + len(v) for k, v in meta.items()) > MAX_METADATA_LEN:
         raise error("JSConsumerMetadataLengthErrF", limit=f"{MAX_METADATA_LEN // 1024}KB")
-    if cfg.get("priority_policy") not in (None, "", "none") or cfg.get("priority_groups"):
+    # Priority groups (Go 2.11: overflow and pinned_client).
+    policy = cfg.get("priority_policy") or "none"
+    if policy not in PRIORITY_POLICIES:
+        raise error("JSInvalidJSONErr", err=f"unknown priority policy: {json.dumps(policy)}")
+    if policy != "none":
         if dsubj:
             raise error("JSConsumerPushWithPriorityGroupErr")
+        groups = cfg.get("priority_groups") or []
+        if not groups:
+            raise error("JSConsumerPriorityPolicyWithoutGroup")
+        for group in groups:
+            if group == "":
+                raise error("JSConsumerEmptyGroupName")
+            if not isinstance(group, str) or not VALID_GROUP.match(group):
+                raise error("JSConsumerInvalidGroupNameErr")
+    else:
+        if cfg.get("priority_groups"):
+            raise error("JSConsumerPriorityGroupWithPolicyNone")
+        if (cfg.get("priority_timeout") or 0) > 0:
+            raise error("JSConsumerPinnedTTLWithoutPriorityPolicyNone")
     # Since 2.10 a filter need not be a subset of the stream's subjects (transforms and
     # sources store other subjects): 10093 is no longer returned.
 
@@ -376,12 +400,31 @@ def new_consumer_name() -> str:
     return random_id(8)
 
 
+class PriorityGroup:
+    """The priority group fields of a JSON pull request (Go PriorityGroup)."""
+
+    __slots__ = ("group", "min_pending", "min_ack_pending", "id", "priority")
+
+    def __init__(self, d: dict) -> None:
+        self.group = d.get("group") or ""
+        self.min_pending = d.get("min_pending") or 0
+        self.min_ack_pending = d.get("min_ack_pending") or 0
+        self.id = d.get("id") or ""
+        self.priority = d.get("priority") or 0
+        if not (isinstance(self.group, str) and isinstance(self.id, str) and
+                all(isinstance(v, int) and not isinstance(v, bool)
+                    for v in (self.min_pending, self.min_ack_pending, self.priority))):
+            raise ValueError("json: cannot unmarshal into Go struct field")
+
+
 class PullRequest:
     """One waiting pull request (Go waitingRequest)."""
 
-    __slots__ = ("reply", "n", "d", "b", "expires", "no_wait", "hb", "hbt", "received")
+    __slots__ = ("reply", "n", "d", "b", "expires", "no_wait", "hb", "hbt", "received", "pg")
 
-    def __init__(self, reply: bytes, n: int, b: int, expires: float, no_wait: bool, hb: float):
+    def __init__(self, reply: bytes, n: int, b: int, expires: float, no_wait: bool, hb: float,
+                 pg: PriorityGroup | None = None):
+        self.pg = pg
         self.reply = reply
         self.n = n
         self.d = 0
@@ -395,10 +438,11 @@ class PullRequest:
 
 
 def parse_pull_request(payload: bytes):
-    """Go's nextReqFromMsg: (expires_s, batch, max_bytes, no_wait, hb_s) or raises ValueError."""
+    """Go's nextReqFromMsg: (expires_s, batch, max_bytes, no_wait, hb_s, priority group or
+    None) or raises ValueError. Only a JSON request has a priority group."""
     req = payload.strip()
     if not req:
-        return 0.0, 1, 0, False, 0.0
+        return 0.0, 1, 0, False, 0.0, None
     if req[:1] == b"{":
         try:
             d = json.loads(req)
@@ -415,11 +459,12 @@ def parse_pull_request(payload: bytes):
             raise ValueError("json: cannot unmarshal into Go struct field")
         if hb > 0 and hb * 2 > expires:
             raise ValueError("heartbeat value too large")
-        return expires / NS, batch, max_bytes, bool(d.get("no_wait")), hb / NS
+        return (expires / NS, batch, max_bytes, bool(d.get("no_wait")), hb / NS,
+                PriorityGroup(d))
     try:
-        return 0.0, int(req), 0, False, 0.0
+        return 0.0, int(req), 0, False, 0.0, None
     except ValueError:
-        return 0.0, 1, 0, False, 0.0
+        return 0.0, 1, 0, False, 0.0, None
 
 
 class Consumer:
@@ -482,6 +527,10 @@ class Consumer:
         self.rl_tokens = 0.0
         self.rl_at = 0.0
         self.sfreq = 0
+        # Priority groups: the pinned client's id, when it was pinned, the pin's timer.
+        self.pin_id = ""
+        self.pinned_ts = 0
+        self.pin_timer = None
         self._configure_pacing()
 
     # ------------------------------------------------------------------ pacing
@@ -648,7 +697,7 @@ class Consumer:
             return
         self.closed = True
         for t in (self.ptmr, self.hb_timer, self.wait_timer, self.inactive_timer,
-                  self.pace_timer):
+                  self.pace_timer, self.pin_timer):
             if t is not None:
                 t.cancel()
         if not self.is_push:
@@ -881,6 +930,9 @@ class Consumer:
                             self.rdq_set.add(sm.seq)
                     break
                 dsubj = wr.reply
+                if self.cfg.get("priority_policy") == "pinned_client":
+                    hdr = add_headers(hdr, [(b"Nats-Pin-Id", self.pin_id.encode())])
+                    size = len(subject) + len(ack_reply) + len(hdr) + len(payload)
             self._deliver_msg(dsubj, ack_reply, sm, dc, hdr, payload, subject, size)
             delivered += 1
             if wr is not None:
@@ -950,7 +1002,7 @@ class Consumer:
         if self.is_push:
             return send_err(409, "Consumer is push based")
         try:
-            expires, batch, max_bytes, no_wait, hb = parse_pull_request(payload)
+            expires, batch, max_bytes, no_wait, hb, pg = parse_pull_request(payload)
         except ValueError as exc:
             return send_err(400, f"Bad Request - {exc}")
         cfg = self.cfg
@@ -960,6 +1012,24 @@ class Consumer:
             return send_err(409, f"Exceeded MaxRequestExpires of {go_duration(cfg['max_expires'])}")
         if max_bytes > 0 and cfg.get("max_bytes") and max_bytes > cfg["max_bytes"]:
             return send_err(409, f"Exceeded MaxRequestMaxBytes of {cfg['max_bytes']}")
+        policy = cfg.get("priority_policy") or "none"
+        if pg is not None:
+            if (pg.min_pending or pg.min_ack_pending) and policy != "overflow":
+                return send_err(400, "Bad Request - Not a Overflow Priority consumer")
+            if pg.id and policy != "pinned_client":
+                return send_err(400, "Bad Request - Not a Pinned Client Priority consumer")
+            if not 0 <= pg.priority <= 9:
+                return send_err(400, "Bad Request - Priority must be between 0 and 9")
+            if policy != "none":
+                if not pg.group:
+                    return send_err(400, "Bad Request - Priority Group missing")
+                if pg.group not in (cfg.get("priority_groups") or ()):
+                    return send_err(400, "Bad Request - Invalid Priority Group")
+                if self.pin_id:
+                    if pg.id == self.pin_id:
+                        self._set_pin_timer(pg.group)
+                    elif pg.id:
+                        return send_err(423, "Nats-Pin-Id mismatch")
         if batch <= 0:
             batch = 1
         self.last_active = time.monotonic()
@@ -980,7 +1050,8 @@ class Consumer:
         # Expiry counts from when the request was read, as in Go: counting from now would
         # add our processing delay and keep a request alive after its fetch gave up.
         start = received if received is not None else time.monotonic()
-        wr = PullRequest(reply, batch, max_bytes, start + expires if expires else 0.0, no_wait, hb)
+        wr = PullRequest(reply, batch, max_bytes, start + expires if expires else 0.0, no_wait, hb,
+                         pg)
         self.waiting.append(wr)
         self.signal()
 
@@ -990,11 +1061,47 @@ class Consumer:
     def _next_waiting(self, size: int):
         """Go's nextWaiting: the request that takes the next message, or None."""
         now = time.monotonic()
+        policy = self.cfg.get("priority_policy")
+        need_pin = policy == "pinned_client" and not self.pin_id
+        cycled = 0
         while self.waiting:
             wr = self.waiting[0]
             if wr.expires and now >= wr.expires:
                 self.waiting.popleft()
                 self._send_status(wr, 408, "Request Timeout")
+                continue
+            if policy == "pinned_client":
+                pin = wr.pg.id if wr.pg is not None else ""
+                if need_pin:
+                    if not pin:
+                        # The first request without an id is pinned (Go: assignNewPinId).
+                        self._assign_pin(wr)
+                        need_pin = False
+                    else:
+                        # An old pin's request.
+                        self.waiting.popleft()
+                        self._send_status(wr, 423, "Nats-Wrong-Pin-Id")
+                        continue
+                elif pin != self.pin_id:
+                    if not pin:
+                        # Waits its turn, for when the pin goes.
+                        self.waiting.rotate(-1)
+                        cycled += 1
+                        if cycled >= len(self.waiting):
+                            return None
+                        continue
+                    self.waiting.popleft()
+                    self._send_status(wr, 423, "Nats-Wrong-Pin-Id")
+                    continue
+            elif policy == "overflow" and wr.pg is not None and \
+                    (wr.pg.min_pending > 0 or wr.pg.min_ack_pending > 0) and not (
+                        (0 < wr.pg.min_pending <= self.num_pending() + 1) or
+                        (0 < wr.pg.min_ack_pending <= len(self.pending))):
+                # Served only once the consumer is that far behind (Go: PriorityOverflow).
+                self.waiting.rotate(-1)
+                cycled += 1
+                if cycled >= len(self.waiting):
+                    return None
                 continue
             if wr.b > 0:
                 if size <= wr.b:
@@ -1018,6 +1125,40 @@ class Consumer:
                 return wr
             self.waiting.popleft()
         return None
+
+    # ------------------------------------------------------------------ priority groups
+
+    def _assign_pin(self, wr: PullRequest) -> None:
+        if wr.pg is None or not wr.pg.group:
+            return
+        self.pin_id = random_id(22)
+        self.pinned_ts = time.time_ns()
+        wr.pg.id = self.pin_id
+        self._set_pin_timer(wr.pg.group)
+        self.js.events.consumer_pinned(self, wr.pg.group)
+
+    def _set_pin_timer(self, group: str) -> None:
+        """(Re)starts the pin's lease: ``priority_timeout`` without a request from the
+        pinned client ends it (Go: setPinnedTimer)."""
+        if self.pin_timer is not None:
+            self.pin_timer.cancel()
+
+        def expired():
+            self.pin_timer = None
+            if self.closed or not self.pin_id:
+                return
+            self.unpin()
+            self.js.events.consumer_unpinned(self, group, "timeout")
+            self.signal()
+        self.pin_timer = self.js.call_later((self.cfg.get("priority_timeout") or 0) / NS,
+                                            expired)
+
+    def unpin(self) -> None:
+        self.pin_id = ""
+        self.pinned_ts = 0
+        if self.pin_timer is not None:
+            self.pin_timer.cancel()
+            self.pin_timer = None
 
     def _send_status(self, wr: PullRequest, code: int, text: str) -> None:
         self.js.send(self.account_name, wr.reply, None, b"", hdr=status_headers(
@@ -1432,4 +1573,13 @@ class Consumer:
                 out["paused"] = True
                 out["pause_remaining"] = remaining
         out["ts"] = rfc3339(time.time_ns())
+        groups = self.cfg.get("priority_groups")
+        if groups:
+            # Go's PriorityGroupState; its zero time is not omitted.
+            state = {"group": groups[0]}
+            if self.pin_id:
+                state["pinned_client_id"] = self.pin_id
+            state["pinned_ts"] = rfc3339(self.pinned_ts) if self.pinned_ts \
+                else "0001-01-01T00:00:00Z"
+            out["priority_groups"] = [state]
         return out

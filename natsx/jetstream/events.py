@@ -95,6 +95,20 @@ class Events:
         self.publish(account, f"{ADV}CONSUMER.PAUSE.{stream}.{consumer}",
                      ADVISORY + "consumer_pause", fields)
 
+    def consumer_pinned(self, consumer, group: str) -> None:
+        stream, name = consumer.stream.name, consumer.name
+        self.publish(consumer.account_name, f"{ADV}CONSUMER.PINNED.{stream}.{name}",
+                     ADVISORY + "consumer_group_pinned",
+                     {"account": consumer.account_name, "stream": stream, "consumer": name,
+                      "group": group, "pinned_id": consumer.pin_id}, domain_before="group")
+
+    def consumer_unpinned(self, consumer, group: str, reason: str) -> None:
+        stream, name = consumer.stream.name, consumer.name
+        self.publish(consumer.account_name, f"{ADV}CONSUMER.UNPINNED.{stream}.{name}",
+                     ADVISORY + "consumer_group_unpinned",
+                     {"account": consumer.account_name, "stream": stream, "consumer": name,
+                      "group": group, "reason": reason}, domain_before="group")
+
     # -- consumers -----------------------------------------------------------------------------
 
     def consumer_event(self, consumer, kind: str, event: dict) -> None:

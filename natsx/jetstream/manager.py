@@ -561,6 +561,9 @@ class Account:
         return consumer
 
     def _update_consumer(self, consumer: Consumer, cfg: dict) -> None:
+        if consumer.pin_id and (cfg.get("priority_policy") != "pinned_client" or
+                                cfg.get("priority_groups") != consumer.cfg.get("priority_groups")):
+            consumer.unpin()
         consumer.cfg = cfg
         consumer._configure_pacing()
         consumer.filters = filters_of(cfg)
