@@ -164,8 +164,7 @@ def route(account, subject: bytes, reply, hdr, payload, pub, stage=None) -> None
     if worker != me:
         forward(account, worker, kind, subject, reply, hdr, payload, pub)
         return
-    if kind == "home" and tuple(tokens[2:4]) in (("STREAM", "CREATE"), ("STREAM", "UPDATE"),
-                                                 ("STREAM", "RESTORE")):
+    if kind == "home" and tuple(tokens[2:4]) in shards.VETTED_REQUESTS:
         # The home vets it against the account's streams on every worker, then its owner
         # runs it.
         if not api.dispatch(account, subject, reply, hdr, payload, pub, vet=True):

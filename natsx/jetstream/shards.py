@@ -52,9 +52,10 @@ from __future__ import annotations
 import hashlib
 import zlib
 
-#: The API requests answered (INFO, NAMES, LIST) or vetted (CREATE, UPDATE) by the home.
-HOME_REQUESTS = {("INFO",), ("STREAM", "NAMES"), ("STREAM", "LIST"),
-                 ("STREAM", "CREATE"), ("STREAM", "UPDATE"), ("STREAM", "RESTORE")}
+#: The API requests the home vets, then passes to the stream's owner.
+VETTED_REQUESTS = {("STREAM", "CREATE"), ("STREAM", "UPDATE"), ("STREAM", "RESTORE")}
+#: The API requests the home answers (INFO, NAMES, LIST) or vets.
+HOME_REQUESTS = {("INFO",), ("STREAM", "NAMES"), ("STREAM", "LIST")} | VETTED_REQUESTS
 
 
 def home(account: str, workers: int) -> int:

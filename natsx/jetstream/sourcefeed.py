@@ -31,6 +31,7 @@ import time
 from typing import TYPE_CHECKING
 
 from natsx.jetstream.util import _ALPHANUM, get_header, random_id
+from natsx.storage import StoredMsg
 
 if TYPE_CHECKING:
     from natsx.jetstream.sourcing import Feed
@@ -67,16 +68,6 @@ def ack_reply_info(reply: bytes):
     return (tokens[off + 1],) + tuple(nums)
 
 
-class _Msg:
-    """What a feed stores: the shape of a stored message (``seq``, ``ts``, ...)."""
-
-    __slots__ = ("seq", "ts", "subject", "headers", "payload")
-
-    def __init__(self, seq, ts, subject, headers, payload) -> None:
-        self.seq, self.ts, self.subject, self.headers, self.payload = \
-            seq, ts, subject, headers, payload
-
-
 class ConsumerLink:
     """The consumer side of one feed; see the module docstring."""
 
@@ -90,7 +81,7 @@ class ConsumerLink:
         self.sseq = 0               # last origin sequence taken
         self.dseq = 0               # last consumer sequence seen
         self.lag = 0
-        self.queue: list = []       # _Msg or (FLOW, reply), in arrival order
+        self.queue: list = []       # StoredMsg or (FLOW, reply), in arrival order
         self.last = 0.0             # monotonic time of the last delivery or heartbeat
         self.timer = None
         self.asked = -RETRY         # monotonic time of the last CONSUMER.CREATE
@@ -252,7 +243,8 @@ class ConsumerLink:
         self.dseq = dseq
         self.sseq = sseq
         self.lag = pending - 1 if pending else 0
-        self.queue.append(_Msg(sseq, ts, subject.decode(), hdr, payload))
+        self.queue.append(StoredMsg(subject=subject.decode(), headers=hdr or b"",
+                                    payload=payload, seq=sseq, ts=ts))
         self.feed.signal()
 
     def take(self) -> list:

@@ -271,21 +271,25 @@ class Feed:
             except StoreError:
                 break
             self.next_seq = seq + 1
-            subject = self._map(sm.subject)
-            if subject is None:
-                continue
-            target.touch()
-            if self.mirror:
-                self._store_mirrored(sm)
-            else:
-                self._store_sourced(subject, sm)
-            copied += 1
+            copied += self._copy(sm)
         if copied:
             self.last_active = time.time_ns()
         if copied >= BATCH:
             self.signal()
         elif isinstance(origin, _RemoteOrigin):
             self._poll()
+
+    def _copy(self, sm) -> bool:
+        """Store one origin message in the target (mapped; False when filtered out)."""
+        subject = self._map(sm.subject)
+        if subject is None:
+            return False
+        self.target.touch()
+        if self.mirror:
+            self._store_mirrored(sm)
+        else:
+            self._store_sourced(subject, sm)
+        return True
 
     def _store_sourced(self, subject: str, sm) -> None:
         hdr = add_headers(sm.headers or None, [(
@@ -301,15 +305,7 @@ class Feed:
                 link.answer(item[1])
                 continue
             self.next_seq = item.seq + 1
-            subject = self._map(item.subject)
-            if subject is None:
-                continue
-            self.target.touch()
-            if self.mirror:
-                self._store_mirrored(item)
-            else:
-                self._store_sourced(subject, item)
-            copied += 1
+            copied += self._copy(item)
         if copied:
             self.last_active = time.time_ns()
 
