@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 
@@ -536,6 +537,58 @@ def test_auto_unsubscribe_across_workers(mesh):
             await pub.request(rs, b"?", timeout=5)
         await close_all(by_worker)
     run(main())
+
+
+def test_publisher_held_by_a_backed_up_ring_resumes_when_the_peer_drains(tmp_path):
+    # A publisher whose worker holds more than the overflow limit for a peer is not read
+    # until the overflow drains. The peer frees ring space without signalling, so the
+    # publisher's worker must notice by itself: here the peer is stopped while the flood
+    # backs up, then resumed with nothing to send back.
+    srv = start_server(tmp_path, 2)
+    try:
+        sub = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        sub.sendall(b'CONNECT {"verbose":false}\r\nSUB flood 1\r\nPING\r\n')
+        seen = b""
+        while b"PONG\r\n" not in seen:
+            seen += sub.recv(4096)
+        sub_cid = json.loads(seen[5:seen.index(b"\r\n")])["client_id"]
+        pub = None
+        for _ in range(40):
+            pub = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            info = pub.recv(4096)
+            if (json.loads(info[5:info.index(b"\r\n")])["client_id"] - sub_cid) % 2:
+                break
+            pub.close()
+        where = run(workers_of(srv))
+        sub_worker = where[sub_cid]
+        assert len(set(where.values())) == 2
+        sub_pid = run(worker_pids(srv))[sub_worker]
+
+        count, size = 100, 1 << 20
+        frame = b"PUB flood %d\r\n" % size + b"x" * size + b"\r\n"
+        os.kill(sub_pid, signal.SIGSTOP)
+        try:
+            pub.sendall(b'CONNECT {"verbose":false}\r\n')
+            # More than the overflow limit (64 MB) waits in the publisher's worker.
+            sender = threading.Thread(
+                target=lambda: pub.sendall(frame * count + b"PING\r\n"), daemon=True)
+            sender.start()
+            time.sleep(1.5)
+        finally:
+            os.kill(sub_pid, signal.SIGCONT)
+        got = 0
+        want = count * len(b"MSG flood 1 %d\r\n" % size) + count * (size + 2)
+        deadline = time.monotonic() + 30
+        while got < want and time.monotonic() < deadline:
+            chunk = sub.recv(1 << 20)
+            assert chunk, "the subscriber was closed"
+            got += len(chunk)
+        assert got == want
+        sender.join(10)
+        pub.settimeout(10)
+        assert pub.recv(64) == b"PONG\r\n"
+    finally:
+        srv.stop()
 
 
 # ---------------------------------------------------------------------------- monitoring

@@ -40,7 +40,9 @@ Liveness: the supervisor keeps a small table in shared memory (alive flag, gener
 heartbeat per worker). When a peer dies, its interest is dropped here and nothing more is
 forwarded to it; a restarted worker says HELLO and every peer re-announces its interest.
 A full ring is back-pressure: records wait in the peer link's overflow, in order, and past
-``OVERFLOW_LIMIT`` bytes the workers stop reading from publishers until it drains.
+``OVERFLOW_LIMIT`` bytes the workers stop reading from publishers until it drains. A
+consumer frees ring space without signalling the producer, so while any overflow waits the
+producer retries writing it every ``OVERFLOW_RETRY`` seconds (``retry_overflow``).
 """
 from __future__ import annotations
 
@@ -62,6 +64,7 @@ _core = load("core")
 _sublist = load("sublist")
 
 OVERFLOW_LIMIT = 64 * 1024 * 1024
+OVERFLOW_RETRY = 0.001
 DRAIN_BATCH = 512
 _SLOT = 128
 _SLOT_FMT = struct.Struct("<IIQq")   # alive, generation, heartbeat, open client connections
@@ -305,6 +308,7 @@ class Mesh:
         self._received: dict[int, int] = {}   # peer -> highest announcement seq applied
         self.congested = trio.Event()
         self.congested.set()   # set = not congested
+        self._overflowing = trio.Event()   # set = records wait in some peer's overflow
         self._settle = trio.Event()   # set = rounds to start or acknowledgements to send
 
     # ------------------------------------------------------------------ start
@@ -444,6 +448,22 @@ class Mesh:
                     link.core.stall_target = None
                     await stall_for(target)
 
+    async def retry_overflow(self) -> None:
+        """Writes waiting overflow as the peers free ring space.
+
+        Nothing signals a producer when its ring drains, and the task that overflowed (a
+        publisher's reader, now held by ``congested``) may be the only one this worker
+        runs: retry until every link's overflow is in its ring.
+        """
+        while True:
+            await self._overflowing.wait()
+            self._overflowing = trio.Event()
+            while True:
+                await trio.sleep(OVERFLOW_RETRY)
+                if all(not link.core.overflow for link in self.links.values()):
+                    break
+                self.after_batch()
+
     def poll(self) -> None:
         """Applies what the peers wrote: messages, interest, acknowledgements.
 
@@ -472,10 +492,14 @@ class Mesh:
         router = self.server.router
         if router.congested:
             router.congested = []
-        congested = False
+        congested = overflowing = False
         for link in self.links.values():
-            if not link.write_overflow() and link.core.overflow_bytes > OVERFLOW_LIMIT:
-                congested = True
+            if not link.write_overflow():
+                overflowing = True
+                if link.core.overflow_bytes > OVERFLOW_LIMIT:
+                    congested = True
+        if overflowing:
+            self._overflowing.set()
         if congested and self.congested.is_set():
             self.congested = trio.Event()
         elif not congested and not self.congested.is_set():

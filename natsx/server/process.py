@@ -66,6 +66,7 @@ async def _main(server: Server, control_sock: socket.socket | None, peer_table) 
             server.mesh.start()
             nursery.start_soon(server.mesh.run)
             nursery.start_soon(server.mesh.settle_loop)
+            nursery.start_soon(server.mesh.retry_overflow)
         if control_sock is not None:
             nursery.start_soon(control.serve_worker, control_sock,
                                lambda req: monitor.handle(server, req))
