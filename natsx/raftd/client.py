@@ -124,7 +124,7 @@ class RaftClient:
             if sock is not self.sock:
                 return
             try:
-                data = sock.recv(1 << 20, socket.MSG_DONTWAIT)
+                data = P.recv(sock)
             except (BlockingIOError, InterruptedError):
                 continue
             if not data:
@@ -176,7 +176,7 @@ class RaftClient:
             ready, _, _ = select.select([self.sock], [], [], left)
             if not ready:
                 continue
-            data = self.sock.recv(1 << 20, socket.MSG_DONTWAIT)
+            data = P.recv(self.sock)
             if not data:
                 raise OSError("the raft process closed the channel")
             for msg in self.decoder.feed(data):
@@ -301,7 +301,7 @@ class RaftClient:
             if sock is not self.sock:
                 continue
             try:
-                data = sock.recv(1 << 20, socket.MSG_DONTWAIT)
+                data = P.recv(sock)
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError:

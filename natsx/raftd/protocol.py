@@ -39,6 +39,7 @@ proposal is applied exactly once.
 from __future__ import annotations
 
 import marshal
+import socket
 import struct
 
 import cbor2
@@ -75,6 +76,17 @@ def decode_ops(blob) -> list:
 def prop_frame(gid: int, epoch: int, index: int, blob: bytes) -> bytes:
     """The frame of a proposal whose operations are ``blob`` (``encode_ops``)."""
     return _LEN.pack(_PROP.size + len(blob)) + _PROP.pack(0, gid, epoch, index) + blob
+
+
+_RECV = memoryview(bytearray(1 << 20))
+
+
+def recv(sock):
+    """What the channel has (non-blocking; BlockingIOError when nothing), as a view of a
+    buffer the next call reuses: feed it to a Decoder at once. ``sock.recv(1 << 20)``
+    would allocate (mmap) a megabyte per read and shrink it again."""
+    n = sock.recv_into(_RECV, len(_RECV), socket.MSG_DONTWAIT)
+    return _RECV[:n]
 
 
 class Decoder:
