@@ -26,6 +26,7 @@ import pytest
 from nats import errors
 
 from conftest import NATSX, RunningServer, free_port
+from helpers import Wire
 
 pytestmark = pytest.mark.server
 
@@ -546,17 +547,14 @@ def test_publisher_held_by_a_backed_up_ring_resumes_when_the_peer_drains(tmp_pat
     # backs up, then resumed with nothing to send back.
     srv = start_server(tmp_path, 2)
     try:
-        sub = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-        sub.sendall(b'CONNECT {"verbose":false}\r\nSUB flood 1\r\nPING\r\n')
-        seen = b""
-        while b"PONG\r\n" not in seen:
-            seen += sub.recv(4096)
-        sub_cid = json.loads(seen[5:seen.index(b"\r\n")])["client_id"]
+        wire = Wire(srv.port, {}, timeout=10)
+        assert wire.send(b"SUB flood 1\r\n").sync() == []
+        sub, sub_cid = wire.sock, wire.info["client_id"]
         pub = None
         for _ in range(40):
-            pub = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-            info = pub.recv(4096)
-            if (json.loads(info[5:info.index(b"\r\n")])["client_id"] - sub_cid) % 2:
+            pw = Wire(srv.port, timeout=10)
+            pub = pw.sock
+            if (pw.info["client_id"] - sub_cid) % 2:
                 break
             pub.close()
         where = run(workers_of(srv))
