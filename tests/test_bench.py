@@ -915,3 +915,23 @@ def test_compare_same_and_cross_against_go_in_one_run(tmp_path, capsys):
             assert (recv == send) == run["workload"].endswith("@same"), where
     assert "placement is a no-op there" in out
     assert _children(os.getpid()) <= before
+
+
+def test_sync_always_starts_a_server_whose_jetstream_syncs_every_write():
+    """--sync-always: the server is started from a config file with sync_interval: always
+    (Go needs 2.10+ for it); natsx takes the same file, and /varz shows it in force."""
+    import urllib.request
+
+    http_port = free_port()
+    with ServerProcess("natsx", [sys.executable, "-m", "natsx", "-m", str(http_port)],
+                       jetstream=True, sync_always=True, workers=1) as srv:
+        argv = srv.argv()
+        assert argv[argv.index("-c") + 1] == srv.config_path and "-js" not in argv
+        with open(srv.config_path) as f:
+            assert "sync_interval: always" in f.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/varz", timeout=10) as r:
+            config = json.load(r)["jetstream"]["config"]
+        assert config["sync_always"] is True
+        assert config["store_dir"].startswith(srv.workdir)
+    plain = ServerProcess("go", ["nats-server"], jetstream=True)
+    assert plain.config_path is None and "-js" in plain.argv()

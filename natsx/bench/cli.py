@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--natsx", metavar="PATH", help="natsx command (default: natsx next to this Python)")
     m.add_argument("--go", metavar="PATH", help="Go nats-server (default: /usr/sbin/nats-server, else PATH)")
     m.add_argument("--workers-natsx", type=int, metavar="N", help="natsx --workers (default: CPU count)")
+    m.add_argument("--sync-always", action="store_true",
+                   help="JetStream workloads: both servers sync every write before acknowledging "
+                        "it (a config file with sync_interval: always; the Go server needs 2.10+)")
     m.add_argument("--reps", type=int, metavar="N", help="repetitions (default: 3 with --compare, else 1)")
     o = p.add_argument_group("output")
     o.add_argument("--json", nargs="?", const="-", metavar="FILE",
@@ -294,8 +297,9 @@ def _compare(args, cfg, names, progress, show) -> tuple[list[Run], dict]:
         raise BenchError("no Go nats-server found: install it or pass --go PATH")
     js = any(w in workloads.JS_WORKLOADS for w in names)
     nworkers = args.workers_natsx or os.cpu_count() or 1
-    natsx = ServerProcess("natsx", find_natsx(args.natsx), jetstream=js, workers=nworkers)
-    gosrv = ServerProcess("go", [go], jetstream=js)
+    natsx = ServerProcess("natsx", find_natsx(args.natsx), jetstream=js, workers=nworkers,
+                          sync_always=args.sync_always)
+    gosrv = ServerProcess("go", [go], jetstream=js, sync_always=args.sync_always)
     # How many workers each server runs, for --placement: Go is one process.
     server_workers = {"natsx": nworkers, "go": 1}
     reps = args.reps or 3

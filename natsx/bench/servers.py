@@ -66,11 +66,15 @@ def find_go(explicit: str | None = None) -> str | None:
 
 
 def server_argv(
-    command: list[str], port: int, *, store_dir: str | None = None, workers: int | None = None
+    command: list[str], port: int, *, store_dir: str | None = None, workers: int | None = None,
+    config: str | None = None,
 ) -> list[str]:
-    """The command line shared by both servers (natsx takes the nats-server flags)."""
+    """The command line shared by both servers (natsx takes the nats-server flags).
+    ``config``: a configuration file enabling JetStream in place of ``-js -sd``."""
     argv = [*command, "-p", str(port), "-a", "127.0.0.1"]
-    if store_dir is not None:
+    if config is not None:
+        argv += ["-c", config]
+    elif store_dir is not None:
         argv += ["-js", "-sd", store_dir]
     if workers is not None:
         argv += ["--workers", str(workers)]
@@ -106,6 +110,9 @@ class ServerProcess:
     command: list[str]
     jetstream: bool = False
     workers: int | None = None
+    #: JetStream syncs every write before acknowledging it (``sync_interval: always``, the
+    #: natsx default; the Go server's default syncs every two minutes).
+    sync_always: bool = False
     port: int = 0
     workdir: str = ""
     proc: subprocess.Popen | None = None
@@ -118,9 +125,23 @@ class ServerProcess:
     def log_path(self) -> str:
         return os.path.join(self.workdir, "server.log")
 
+    @property
+    def config_path(self) -> str | None:
+        if not (self.jetstream and self.sync_always):
+            return None
+        return os.path.join(self.workdir, "server.conf")
+
     def argv(self) -> list[str]:
         store = os.path.join(self.workdir, "store") if self.jetstream else None
-        return server_argv(self.command, self.port, store_dir=store, workers=self.workers)
+        return server_argv(self.command, self.port, store_dir=store, workers=self.workers,
+                           config=self.config_path)
+
+    def _write_config(self) -> None:
+        conf = self.config_path
+        if conf is not None:
+            store = os.path.join(self.workdir, "store")
+            with open(conf, "w") as f:
+                f.write(f'jetstream {{\n  store_dir: "{store}"\n  sync_interval: always\n}}\n')
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         """Start on a free port and wait until it accepts clients.
@@ -130,6 +151,7 @@ class ServerProcess:
         """
         self.workdir = tempfile.mkdtemp(prefix=f"natsx-bench-{self.name}-")
         self.port = free_port()
+        self._write_config()
         argv = self.argv()
         with open(self.log_path, "wb") as log:
             try:

@@ -11,17 +11,18 @@ The manager's group commit still commits every dirty stream once per round; what
 when the round's outbox (PubAcks, deliveries, API answers) may leave. ``hold`` queues the
 outbox with the proposals of that round when there are any, or when an earlier round is still
 queued (rounds leave in order: a delivery of a message stored in round 1 may sit in round 2).
-The sender task awaits each round's proposals in turn and routes the outbox as a batch of
-its own, minus the PubAcks of a stream whose proposal was refused. A worker therefore never
-acknowledges a write before the raft process has applied and synced it, and keeps reading and
-capturing meanwhile (proposals of the next rounds go out while earlier ones are synced).
+The raft client calls ``release`` whenever entries became durable or were refused (after each
+read of the channel, in the reader's own task step: no task switch between the raft process's
+answer and the PubAck): it routes, as one batch, the outboxes of the rounds at the front whose
+proposals are all answered, minus the PubAcks of a stream whose proposal was refused. A worker
+therefore never acknowledges a write before the raft process has applied and synced it, and
+keeps reading and capturing meanwhile (proposals of the next rounds go out while earlier ones
+are synced).
 """
 from __future__ import annotations
 
 import logging
 from collections import deque
-
-import trio
 
 from natsx.raftd.client import RaftClient
 from natsx.storage.crypt import prepare_path
@@ -36,11 +37,12 @@ class RaftLink:
         self.js = js
         self.client = RaftClient(address)
         self.rounds: deque = deque()
-        self._wake = trio.Event()
+        self._releasing = False
+        self._again = False
 
     def start(self, nursery) -> None:
+        self.client.on_progress = self.release
         nursery.start_soon(self.client.run)
-        nursery.start_soon(self._sender)
 
     def open_store(self, path: str, cfg, keys=None) -> RaftLmdbStore:
         """``keys``: the stream's encryption keys (natsx.storage.crypt), set up (or the
@@ -70,25 +72,38 @@ class RaftLink:
         if not waits and not self.rounds:
             return False
         self.rounds.append((outbox, waits))
-        self._wake.set()
         return True
 
-    async def _sender(self) -> None:
+    def release(self) -> None:
+        """Routes the outboxes of the rounds at the front whose proposals are all answered
+        (durable, refused, or of a dropped group). Re-entered (a routed answer made the raft
+        client dispatch again), it only asks the running call to look once more."""
+        if self._releasing:
+            self._again = True
+            return
         rounds = self.rounds
-        while True:
-            if not rounds:
-                self._wake = trio.Event()
-                await self._wake.wait()
-                continue
-            outbox, waits = rounds[0]
-            failed = []
-            for stream, group, index in waits:
-                if not await self.client.wait(group, index):
-                    failed.append(stream)
-            rounds.popleft()
-            if failed:
-                from natsx.jetstream.manager import _is_pub_ack_for
+        self._releasing = True
+        try:
+            again = True
+            while again:
+                self._again = False
+                out = []
+                while rounds:
+                    outbox, waits = rounds[0]
+                    if any(group.confirmed < index and not group.closed
+                           for _stream, group, index in waits):
+                        break
+                    rounds.popleft()
+                    failed = [stream for stream, group, index in waits
+                              if group.errors.pop(index, None) is not None]
+                    if failed:
+                        from natsx.jetstream.manager import _is_pub_ack_for
 
-                outbox = [m for m in outbox if not any(_is_pub_ack_for(m, s) for s in failed)]
-            if outbox:
-                self.js.server.run_batch(self.js.route, outbox)
+                        outbox = [m for m in outbox
+                                  if not any(_is_pub_ack_for(m, s) for s in failed)]
+                    out += outbox
+                if out:
+                    self.js.server.run_batch(self.js.route, out)
+                again = self._again
+        finally:
+            self._releasing = False

@@ -5,8 +5,9 @@ Theory of operation
 One ``RaftClient`` per worker, one ``RaftGroup`` per file stream the worker owns. Opening and
 dropping a group are rare (stream create, delete, recovery) and synchronous: a blocking round
 trip. Proposals are asynchronous: ``propose`` numbers the group's next entry, keeps it in
-``inflight`` and sends it; the reader task (``run``) takes the answers, and ``wait(group,
-index)`` returns once that entry is durable (True) or refused (False). Durable is not yet in
+``inflight`` and sends it; the reader task (``run``) takes the answers (moving the group's
+``confirmed``, and ``errors`` for a refused entry) and calls ``on_progress`` once per read that
+moved anything (natsx.jetstream.raftlink releases what waited). Durable is not yet in
 LMDB: the raft process's applier follows its log and says so (``applied``); the store keeps
 what LMDB does not show yet in its overlay until then (natsx.storage.raftlmdb).
 
@@ -69,7 +70,11 @@ class RaftClient:
         self.all: list[RaftGroup] = []
         self._replies: dict[int, list] = {}
         self._req = 0
-        self._progress = trio.Event()
+        #: Called when entries became durable or were refused (natsx.jetstream.raftlink):
+        #: once per read of the channel, or at once outside the reader.
+        self.on_progress = None
+        self._feeding = False
+        self._progressed = False
 
     # -- connection ------------------------------------------------------------------------
 
@@ -231,7 +236,10 @@ class RaftClient:
             req = self._req
             self.sock.sendall(P.frame(["drop", req, group.path, remove]))
             self._await_reply(req, deadline)
-        self._call(exchange)
+        try:
+            self._call(exchange)
+        finally:
+            self._notify()     # what waited on the group's entries may go
 
     def propose(self, group: RaftGroup, ops: list) -> int:
         index = group.next_index
@@ -241,15 +249,11 @@ class RaftClient:
             self._send_raw(P.prop_frame(group.gid, group.epoch, index, blob))
         return index
 
-    async def wait(self, group: RaftGroup, index: int) -> bool:
-        """Until entry ``index`` of ``group`` is durable (True) or refused (False)."""
-        while group.confirmed < index and not group.closed:
-            await self._progress.wait()
-        return group.errors.pop(index, None) is None
-
     def _notify(self) -> None:
-        self._progress.set()
-        self._progress = trio.Event()
+        if self._feeding:
+            self._progressed = True
+        elif self.on_progress is not None:
+            self.on_progress()
 
     # -- answers ---------------------------------------------------------------------------
 
@@ -310,8 +314,16 @@ class RaftClient:
                 log.warning("JetStream: lost the raft process; reconnecting")
                 self._disconnect()
                 continue
-            for msg in self.decoder.feed(data):
-                self._dispatch(msg)
+            self._feeding = True
+            try:
+                for msg in self.decoder.feed(data):
+                    self._dispatch(msg)
+            finally:
+                self._feeding = False
+            if self._progressed:
+                self._progressed = False
+                if self.on_progress is not None:
+                    self.on_progress()
 
     def close(self) -> None:
         self._disconnect()
