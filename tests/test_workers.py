@@ -962,6 +962,46 @@ def test_admin_link_fails_fast_on_a_worker_dying_mid_frame_then_reaches_its_succ
     run(main())
 
 
+def test_admin_link_waits_for_a_worker_that_has_not_bound_its_socket_yet():
+    # Right after start the monitoring port answers before every worker listens on its
+    # control socket: the request waits for the worker instead of leaving its part out
+    # (an /accountz?acc=$G answered "Account $G does not exist" that way).
+    import socket as socketlib
+    import threading
+
+    from natsx.server.control import AdminLink, control_address, encode_frame
+
+    address = control_address("TEST" + uuid.uuid4().hex, 0)
+
+    def late_worker() -> None:
+        time.sleep(0.4)
+        listener = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+        listener.bind(address)
+        listener.listen(1)
+        conn, _ = listener.accept()
+        head = conn.recv(4, socketlib.MSG_WAITALL)
+        request = json.loads(conn.recv(int.from_bytes(head, "big"), socketlib.MSG_WAITALL))
+        conn.sendall(encode_frame({"accounts": {"$G": {}}, "_id": request["_id"]}))
+        conn.recv(1)
+        conn.close()
+        listener.close()
+
+    async def main():
+        t = threading.Thread(target=late_worker, daemon=True)
+        t.start()
+        t0 = time.monotonic()
+        assert await AdminLink(address).request({"op": "accounts"}, timeout=5) == \
+            {"accounts": {"$G": {}}}
+        assert time.monotonic() - t0 >= 0.3
+        # A worker that never comes up: the request still ends at its timeout.
+        t0 = time.monotonic()
+        with pytest.raises(ConnectionError):
+            await AdminLink(control_address("TEST" + uuid.uuid4().hex, 0)).request(
+                {"op": "accounts"}, timeout=0.5)
+        assert time.monotonic() - t0 < 3
+    run(main())
+
+
 def test_worker_survives_garbage_on_its_control_channel(mesh):
     async def main():
         varz = await http_json(mesh, "/varz")

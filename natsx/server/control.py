@@ -45,6 +45,8 @@ _LEN = struct.Struct(">I")
 _PEERCRED = struct.Struct("3i")   # struct ucred: pid, uid, gid
 MAX_FRAME = 256 * 1024 * 1024     # a /connz of every connection with every subscription
 CONNECT_TIMEOUT = 1.0
+#: How often a request retries a worker that has not bound its control socket yet.
+STARTUP_RETRY = 0.02
 
 
 class FrameError(ValueError):
@@ -218,11 +220,20 @@ class AdminLink:
                 self._connect_lock = asyncio.Lock()
             # Overlapping first requests must connect once.
             async with self._connect_lock:
-                if not self.connected:
+                while not self.connected:
                     try:
                         await asyncio.wait_for(self._connect(),
                                                max(deadline - loop.time(), 0.001))
                     except (OSError, asyncio.TimeoutError) as exc:
+                        # A worker still starting has not bound its socket yet: until it
+                        # first answers, the request waits for it (as a client's connection
+                        # waits in the listener's backlog). Later a refusal means the worker
+                        # went away, and fails at once.
+                        if self.connects == 0 and self._address is not None and \
+                                isinstance(exc, (FileNotFoundError, ConnectionRefusedError)) \
+                                and loop.time() + STARTUP_RETRY < deadline:
+                            await asyncio.sleep(STARTUP_RETRY)
+                            continue
                         raise ConnectionError(f"control channel: {exc!r}") from None
         writer = self._writer
         self._next_id += 1
