@@ -26,9 +26,12 @@ def pytest_configure(config):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range (natsx.bench.servers): a
+    ``bind(0)`` port may be taken by a client's outgoing connection before the server
+    under test binds it."""
+    from natsx.bench.servers import free_port as pick
+
+    return pick()
 
 
 def wait_port(port: int, timeout: float = 10.0, proc=None) -> None:

@@ -664,9 +664,9 @@ GO_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from conftest import free_port
+
+    return free_port()
 
 
 @pytest.mark.differential

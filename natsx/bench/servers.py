@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,8 +33,35 @@ GO_DEFAULT = "/usr/sbin/nats-server"
 _RUNNING: set[ServerProcess] = set()
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORTS: list[int] = []
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing uses right now, below the kernel's ephemeral
+    range: a port the kernel hands out for ``bind(0)`` comes from that range, so an
+    outgoing connection may take it as its local port before the server binds it
+    ("Address already in use"). Ports are handed out in a shuffled order, none twice
+    until every one was."""
+    if not _PORTS:
+        low = _ephemeral_low()
+        _PORTS.extend(range(max(10000, low - 12000), low))
+        random.shuffle(_PORTS)
+    while _PORTS:
+        port = _PORTS.pop()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
