@@ -130,3 +130,28 @@ def test_release_reentered_by_its_own_routing_looks_again():
     assert inner == [1]                          # the nested call routed nothing itself
     assert js.routed == [[_ack(a, 1)[4]], [_ack(a, 2)[4]]]
     assert not link.rounds
+
+
+def test_a_failing_route_is_logged_and_later_rounds_still_leave(caplog):
+    link = _link()
+    g = _group()
+    a = _stream("A", 1, g)
+    js = link.js
+    calls = []
+
+    def route(outbox):
+        calls.append([m[4] for m in outbox])
+        if len(calls) == 1:
+            raise RuntimeError("a delivery failed")
+
+    js.route = route
+    assert link.hold([a], [_ack(a, 1)])
+    g.confirmed = 1
+    link.release()                               # does not raise
+    assert "routing answers after a commit failed" in caplog.text
+    a.store.last_proposal = 2
+    assert link.hold([a], [_ack(a, 2)])
+    g.confirmed = 2
+    link.release()
+    assert calls == [[_ack(a, 1)[4]], [_ack(a, 2)[4]]]
+    assert not link._releasing

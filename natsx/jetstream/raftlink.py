@@ -103,7 +103,12 @@ class RaftLink:
                                   if not any(_is_pub_ack_for(m, s) for s in failed)]
                     out += outbox
                 if out:
-                    self.js.server.run_batch(self.js.route, out)
+                    try:
+                        self.js.server.run_batch(self.js.route, out)
+                    except Exception:
+                        # The raft client's reader (or a stream delete) called us: a failed
+                        # delivery must not take the channel, or the worker, down with it.
+                        log.exception("JetStream: routing answers after a commit failed")
                 again = self._again
         finally:
             self._releasing = False
