@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 from natsx._speedups import NO_EXTENSIONS, load
+# A free loopback port below the kernel's ephemeral range: a bind(0) port may be taken by a
+# client's outgoing connection before the server under test binds it.
+from natsx.bench.servers import free_port  # noqa: F401  (the tests import it from here)
 
 ROOT = Path(__file__).resolve().parent.parent
 NATSX = [sys.executable, "-m", "natsx"]
@@ -25,13 +28,6 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "server: black-box test against a running natsx")
 
 
-def free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range (natsx.bench.servers): a
-    ``bind(0)`` port may be taken by a client's outgoing connection before the server
-    under test binds it."""
-    from natsx.bench.servers import free_port as pick
-
-    return pick()
 
 
 def wait_port(port: int, timeout: float = 10.0, proc=None) -> None:

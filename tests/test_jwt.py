@@ -663,12 +663,6 @@ def test_memory_resolver(op, acc):
 GO_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
 
-def _free_port() -> int:
-    from conftest import free_port
-
-    return free_port()
-
-
 @pytest.mark.differential
 @pytest.mark.skipif(not os.path.exists(GO_SERVER), reason="needs the Go nats-server")
 def test_go_server_accepts_and_rejects_our_jwts(tmp_path):
@@ -689,7 +683,9 @@ def test_go_server_accepts_and_rejects_our_jwts(tmp_path):
         subject=acc.public_key, name="APP",
         signing_keys={sk.public_key: None, scoped.public_key: jwt.UserScope(key=scoped.public_key, role="r", template=template)},
         revocations={revoked.public_key: now}), op)
-    port = _free_port()
+    from conftest import free_port
+
+    port = free_port()
     (tmp_path / "server.conf").write_text(
         f'listen: "127.0.0.1:{port}"\n'
         f'operator: "{tmp_path / "op.jwt"}"\n'

@@ -154,22 +154,25 @@ class ServerProcess:
         return os.path.join(self.workdir, "server.log")
 
     @property
+    def store_dir(self) -> str | None:
+        return os.path.join(self.workdir, "store") if self.jetstream else None
+
+    @property
     def config_path(self) -> str | None:
         if not (self.jetstream and self.sync_always):
             return None
         return os.path.join(self.workdir, "server.conf")
 
     def argv(self) -> list[str]:
-        store = os.path.join(self.workdir, "store") if self.jetstream else None
-        return server_argv(self.command, self.port, store_dir=store, workers=self.workers,
-                           config=self.config_path)
+        return server_argv(self.command, self.port, store_dir=self.store_dir,
+                           workers=self.workers, config=self.config_path)
 
     def _write_config(self) -> None:
         conf = self.config_path
         if conf is not None:
-            store = os.path.join(self.workdir, "store")
             with open(conf, "w") as f:
-                f.write(f'jetstream {{\n  store_dir: "{store}"\n  sync_interval: always\n}}\n')
+                f.write(f'jetstream {{\n  store_dir: "{self.store_dir}"\n'
+                        '  sync_interval: always\n}\n')
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         """Start on a free port and wait until it accepts clients.
