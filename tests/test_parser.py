@@ -321,6 +321,42 @@ def test_router_slow_consumer(core, sublist_mod):
     assert router.slow_consumers == 1
 
 
+def peer_ring(core, records):
+    """A ring of the core's twin holding MSG records from a peer worker."""
+    ring_mod = load("ring", pure=core.__name__.endswith("_py"))
+    buf = bytearray(ring_mod.ring_size(1 << 16))
+    ring_mod.format_ring(buf, 1 << 16)
+    ring = ring_mod.Ring(buf)
+    for acc, subject, payload in records:
+        assert ring.try_write(1, acc, subject, b"", b"", payload)
+    return ring
+
+
+@pytest.mark.parametrize("stop_on_stall", [False, True])
+def test_drain_peer_stops_at_a_receiver_that_fell_behind(core, sublist_mod, stop_on_stall):
+    # A peer's messages for a receiver over 3/4 of its max_pending: a paced drain stops
+    # after the delivery that crossed the mark and leaves the rest in the ring; an
+    # unpaced one delivers the whole batch (and the receiver becomes a slow consumer).
+    router, sl = routed(core, sublist_mod)
+    router.sublists[b"$G"] = sl
+    peer = make_client(core, router, sl, -1)
+    peer.peer = True
+    slow = make_client(core, router, sl, 2, max_pending=2000)
+    subscribe(sublist_mod, sl, slow, b"foo", b"1")
+    ring = peer_ring(core, [(b"$G", b"foo", b"x" * 300)] * 8)
+    assert peer.drain_peer(ring, 512, stop_on_stall) is None
+    delivered = slow.take_output().count(b"MSG foo 1 300")
+    if stop_on_stall:
+        assert (delivered, slow.slow, peer.stall_target is slow) == (6, False, True)
+        assert ring.pending_bytes() > 0
+        peer.stall_target = None
+        assert peer.drain_peer(ring, 512, True) is None   # the receiver drained meanwhile
+        assert slow.take_output().count(b"MSG foo 1 300") == 2
+    else:
+        assert (delivered, slow.slow) == (6, True)
+    assert ring.pending_bytes() == 0
+
+
 def test_router_verbose_ok(core, sublist_mod):
     router, sl = routed(core, sublist_mod)
     c = make_client(core, router, sl, 1, verbose=True)

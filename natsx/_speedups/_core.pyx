@@ -1075,11 +1075,13 @@ cdef class Client:
             self.flush_pending = True
             router.touched.append(self)
 
-    def drain_peer(self, Ring ring, Py_ssize_t max_records=65536):
+    def drain_peer(self, Ring ring, Py_ssize_t max_records=65536, bint stop_on_stall=False):
         """Delivers the MSG records a peer worker wrote to this worker's local subscribers.
 
         Returns the other records (interest, control) as tuples for Python, in order
-        relative to each other. ``self`` is the peer's Client on this worker.
+        relative to each other. ``self`` is the peer's Client on this worker. With
+        ``stop_on_stall``, stops after a delivery that leaves ``stall_target`` set (a local
+        receiver over 3/4 of its max_pending): the rest waits in the ring.
         """
         cdef RecordView rv
         cdef Router router = <Router>self.router
@@ -1091,6 +1093,8 @@ cdef class Client:
                 n += 1
                 if rv.kind == _REC_MSG:
                     self._deliver_from_peer(router, &rv)
+                    if stop_on_stall and self.stall_target is not None:
+                        break
                 else:
                     if others is None:
                         others = []

@@ -20,6 +20,10 @@ EV_PUB = 9
 EV_CLOSE = 10
 
 _REC_MSG = 1  # natsx.mesh.ring.RecordKind.MSG
+
+
+class _Stalled(Exception):
+    """Ends a ``drain_peer`` batch at a receiver that fell behind."""
 # A MSG record whose subject is "<matched> <shown>" (a JetStream delivery), in its aux.
 AUX_SHOWN = 1
 
@@ -428,17 +432,27 @@ class Client:
                 peer._congested = True
                 router.congested.append(peer)
 
-    def drain_peer(self, ring, max_records: int = 65536):
-        """Delivers the MSG records a peer worker wrote to this worker's local subscribers."""
-        others = None
-        for rec in ring.read_batch(max_records):
+    def drain_peer(self, ring, max_records: int = 65536, stop_on_stall: bool = False):
+        """Delivers the MSG records a peer worker wrote to this worker's local subscribers.
+
+        With ``stop_on_stall``, stops after a delivery that leaves ``stall_target`` set (a
+        local receiver over 3/4 of its max_pending): the rest waits in the ring.
+        """
+        others = []
+
+        def take(*rec):
             if rec[0] == _REC_MSG:
                 self._deliver_from_peer(rec)
+                if stop_on_stall and self.stall_target is not None:
+                    raise _Stalled
             else:
-                if others is None:
-                    others = []
                 others.append(rec)
-        return others
+
+        try:
+            ring.drain(take, max_records)
+        except _Stalled:
+            pass   # the record was consumed before its callback ran
+        return others or None
 
     def _deliver_from_peer(self, rec) -> None:
         _kind, aux, acc, subject, reply, hdr, pay = rec

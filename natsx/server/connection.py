@@ -92,16 +92,22 @@ def _ping_interval(conn, opts) -> float:
     return opts.ping_interval
 
 
-async def stall_for(target) -> None:
-    """Waits (briefly) for a receiver that is over 3/4 of its max_pending to drain."""
+async def stall_for(target) -> bool:
+    """Waits (briefly) for a receiver that is over 3/4 of its max_pending to drain.
+
+    True when the receiver drained, closed, or at least wrote some of its backlog out
+    meanwhile: a sender that paces itself to the receiver may go on waiting for it.
+    """
     conn = target.conn
     if not isinstance(conn, ClientConnection) or conn.closed:
-        return
-    limit = STALL_MAX if target.pending_bytes >= target.max_pending else STALL_MIN
+        return True
+    before = target.pending_bytes
+    limit = STALL_MAX if before >= target.max_pending else STALL_MIN
     if conn._drained is None:
         conn._drained = trio.Event()
-    with trio.move_on_after(limit):
+    with trio.move_on_after(limit) as waited:
         await conn._drained.wait()
+    return not waited.cancelled_caught or conn.closed or target.pending_bytes < before
 
 
 class ClientConnection:

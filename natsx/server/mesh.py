@@ -232,6 +232,10 @@ class PeerLink:
         self.generation = 0
         self.acked = 0
         self.alive = True
+        # Deliveries from this peer pace themselves to a local receiver that fell behind
+        # while it keeps draining (a burst held in the ring must not make a reading client
+        # a slow consumer); one that makes no progress is pushed on, as Go pushes it.
+        self.patient = True
 
     def flush(self) -> None:
         """Called once per batch when records were written to this peer."""
@@ -446,7 +450,7 @@ class Mesh:
                 if target is not None:
                     # A local subscriber fell behind on messages from this peer.
                     link.core.stall_target = None
-                    await stall_for(target)
+                    link.patient = await stall_for(target)
 
     async def retry_overflow(self) -> None:
         """Writes waiting overflow as the peers free ring space.
@@ -472,10 +476,11 @@ class Mesh:
         did must count for it, whichever task trio happens to run first.
         """
         self._check_peers()
+        pace = not self.server.options.no_fast_producer_stall
         for link in self.links.values():
             # Small batches, so a subscriber falling behind is noticed and the peer's ring
             # (then its publishers, through the overflow limit) feels the back-pressure.
-            others = link.core.drain_peer(link.inbound, DRAIN_BATCH)
+            others = link.core.drain_peer(link.inbound, DRAIN_BATCH, pace and link.patient)
             if others:
                 for rec in others:
                     try:
