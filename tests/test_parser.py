@@ -332,11 +332,12 @@ def peer_ring(core, records):
     return ring
 
 
-@pytest.mark.parametrize("stop_on_stall", [False, True])
-def test_drain_peer_stops_at_a_receiver_that_fell_behind(core, sublist_mod, stop_on_stall):
+@pytest.mark.parametrize("mode", ["unpaced", "paced", "pushed"])
+def test_drain_peer_stops_at_a_receiver_that_fell_behind(core, sublist_mod, mode):
     # A peer's messages for a receiver over 3/4 of its max_pending: a paced drain stops
     # after the delivery that crossed the mark and leaves the rest in the ring; an
-    # unpaced one delivers the whole batch (and the receiver becomes a slow consumer).
+    # unpaced one, or a paced one that gave up on (pushed) this receiver, delivers the
+    # whole batch, and the receiver becomes a slow consumer.
     router, sl = routed(core, sublist_mod)
     router.sublists[b"$G"] = sl
     peer = make_client(core, router, sl, -1)
@@ -344,9 +345,10 @@ def test_drain_peer_stops_at_a_receiver_that_fell_behind(core, sublist_mod, stop
     slow = make_client(core, router, sl, 2, max_pending=2000)
     subscribe(sublist_mod, sl, slow, b"foo", b"1")
     ring = peer_ring(core, [(b"$G", b"foo", b"x" * 300)] * 8)
-    assert peer.drain_peer(ring, 512, stop_on_stall) is None
+    pushed = slow if mode == "pushed" else None
+    assert peer.drain_peer(ring, 512, mode != "unpaced", pushed) is None
     delivered = slow.take_output().count(b"MSG foo 1 300")
-    if stop_on_stall:
+    if mode == "paced":
         assert (delivered, slow.slow, peer.stall_target is slow) == (6, False, True)
         assert ring.pending_bytes() > 0
         peer.stall_target = None

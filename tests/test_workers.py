@@ -600,6 +600,79 @@ def test_publisher_held_by_a_backed_up_ring_resumes_when_the_peer_drains(tmp_pat
         srv.stop()
 
 
+def test_a_slow_reader_does_not_hold_a_peers_other_receivers_for_long(tmp_path):
+    # Deliveries from a peer's ring pace themselves to a receiver that falls behind while
+    # it reads, but only for a while (mesh.PACE_LIMIT): a client that reads slower than it
+    # is sent to is then closed as a slow consumer, as Go closes it, and a fast receiver
+    # on the same worker gets every message instead of the slow one's pace.
+    srv = start_server(tmp_path, 2)
+    try:
+        fast = Wire(srv.port, {}, timeout=30)
+        assert fast.send(b"SUB flood 1\r\n").sync() == []
+        fast_cid = fast.info["client_id"]
+
+        def client(same_worker: bool, rcvbuf: int = 0):
+            for _ in range(40):
+                sock = socket.socket()
+                if rcvbuf:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+                sock.settimeout(10)
+                sock.connect(("127.0.0.1", srv.port))
+                info = b""
+                while not info.endswith(b"\r\n"):
+                    info += sock.recv(4096)
+                cid = json.loads(info[5:])["client_id"]
+                if ((cid - fast_cid) % 2 == 0) == same_worker:
+                    return sock, cid
+                sock.close()
+            raise AssertionError("no connection on the wanted worker")
+
+        slow, slow_cid = client(True, rcvbuf=4096)
+        slow.sendall(b'CONNECT {"verbose":false}\r\nSUB flood 1\r\nPING\r\n')
+        pub, _ = client(False)
+        pub.sendall(b'CONNECT {"verbose":false}\r\nPING\r\n')
+        time.sleep(0.3)
+        where = run(workers_of(srv))
+        assert where[fast_cid] == where[slow_cid] != where[_]
+
+        closed = threading.Event()
+
+        def read_slowly():
+            # About 1 MB/s: it keeps draining, slower than the flood arrives.
+            try:
+                while slow.recv(1024):
+                    time.sleep(0.001)
+            except OSError:
+                pass
+            closed.set()
+
+        threading.Thread(target=read_slowly, daemon=True).start()
+        # More than max_pending (64 MB) and what the kernel buffers for the slow reader.
+        count, size = 12000, 8192
+        frame = b"PUB flood %d\r\n" % size + b"x" * size + b"\r\n"
+        threading.Thread(target=lambda: pub.sendall(frame * count), daemon=True).start()
+
+        got, tail = 0, b""
+        want = count * (len(b"MSG flood 1 %d\r\n" % size) + size + 2)
+        sock = fast.sock
+        deadline = time.monotonic() + 30
+        while got < want and time.monotonic() < deadline:
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the fast receiver was closed"
+            pings = (tail + chunk).count(b"PING\r\n")
+            if pings:
+                sock.sendall(b"PONG\r\n" * pings)
+            got += len(chunk) - 6 * pings
+            tail = (tail + chunk)[-5:]
+        assert got == want
+        assert closed.wait(10), "the slow reader was not closed"
+        closedz = run(http_json(srv, "/connz?state=closed"))["connections"]
+        reasons = {c["cid"]: c["reason"] for c in closedz}
+        assert reasons[slow_cid].startswith("Slow Consumer"), reasons
+    finally:
+        srv.stop()
+
+
 # ---------------------------------------------------------------------------- monitoring
 
 def test_varz_totals_cover_every_worker_and_count_subscriptions_once(fresh):

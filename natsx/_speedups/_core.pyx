@@ -1075,13 +1075,15 @@ cdef class Client:
             self.flush_pending = True
             router.touched.append(self)
 
-    def drain_peer(self, Ring ring, Py_ssize_t max_records=65536, bint stop_on_stall=False):
+    def drain_peer(self, Ring ring, Py_ssize_t max_records=65536, bint pace=False,
+                   object pushed=None):
         """Delivers the MSG records a peer worker wrote to this worker's local subscribers.
 
         Returns the other records (interest, control) as tuples for Python, in order
         relative to each other. ``self`` is the peer's Client on this worker. With
-        ``stop_on_stall``, stops after a delivery that leaves ``stall_target`` set (a local
-        receiver over 3/4 of its max_pending): the rest waits in the ring.
+        ``pace``, stops after a delivery that leaves ``stall_target`` set (a local receiver
+        over 3/4 of its max_pending) to a receiver other than ``pushed``: the rest waits
+        in the ring.
         """
         cdef RecordView rv
         cdef Router router = <Router>self.router
@@ -1093,7 +1095,8 @@ cdef class Client:
                 n += 1
                 if rv.kind == _REC_MSG:
                     self._deliver_from_peer(router, &rv)
-                    if stop_on_stall and self.stall_target is not None:
+                    if pace and self.stall_target is not None and \
+                            self.stall_target is not pushed:
                         break
                 else:
                     if others is None:

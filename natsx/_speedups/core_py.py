@@ -432,18 +432,20 @@ class Client:
                 peer._congested = True
                 router.congested.append(peer)
 
-    def drain_peer(self, ring, max_records: int = 65536, stop_on_stall: bool = False):
+    def drain_peer(self, ring, max_records: int = 65536, pace: bool = False, pushed=None):
         """Delivers the MSG records a peer worker wrote to this worker's local subscribers.
 
-        With ``stop_on_stall``, stops after a delivery that leaves ``stall_target`` set (a
-        local receiver over 3/4 of its max_pending): the rest waits in the ring.
+        With ``pace``, stops after a delivery that leaves ``stall_target`` set (a local
+        receiver over 3/4 of its max_pending) to a receiver other than ``pushed``: the rest
+        waits in the ring.
         """
         others = []
 
         def take(*rec):
             if rec[0] == _REC_MSG:
                 self._deliver_from_peer(rec)
-                if stop_on_stall and self.stall_target is not None:
+                target = self.stall_target
+                if pace and target is not None and target is not pushed:
                     raise _Stalled
             else:
                 others.append(rec)

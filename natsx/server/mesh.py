@@ -66,6 +66,10 @@ _sublist = load("sublist")
 OVERFLOW_LIMIT = 64 * 1024 * 1024
 OVERFLOW_RETRY = 0.001
 DRAIN_BATCH = 512
+# How long a link may go on pacing itself to a receiver that falls behind (see
+# PeerLink.pushed) before it pushes on: a slow but reading client must not hold every
+# other receiver of the peer's messages for longer.
+PACE_LIMIT = 1.0
 _SLOT = 128
 _SLOT_FMT = struct.Struct("<IIQq")   # alive, generation, heartbeat, open client connections
 _ALIVE_GEN = struct.Struct("<II")
@@ -234,8 +238,11 @@ class PeerLink:
         self.alive = True
         # Deliveries from this peer pace themselves to a local receiver that fell behind
         # while it keeps draining (a burst held in the ring must not make a reading client
-        # a slow consumer); one that makes no progress is pushed on, as Go pushes it.
-        self.patient = True
+        # a slow consumer). One that makes no progress in a stall, or keeps the link paced
+        # for PACE_LIMIT, is ``pushed``: messages go on to it as Go's producers go on after
+        # their stall, and max_pending closes it; the link still paces for the others.
+        self.pushed = None
+        self.paced = 0.0
 
     def flush(self) -> None:
         """Called once per batch when records were written to this peer."""
@@ -445,12 +452,19 @@ class Mesh:
             await self.inbox.wait()
             self.poll()
             server.after_batch()
-            for link in self.links.values():
+            for link in list(self.links.values()):
                 target = link.core.stall_target
-                if target is not None:
-                    # A local subscriber fell behind on messages from this peer.
-                    link.core.stall_target = None
-                    link.patient = await stall_for(target)
+                if target is None:
+                    link.pushed, link.paced = None, 0.0     # flowing freely again
+                    continue
+                # A local subscriber fell behind on messages from this peer.
+                link.core.stall_target = None
+                start = trio.current_time()
+                progressed = await stall_for(target)
+                if target is not link.pushed:
+                    link.paced += trio.current_time() - start
+                    if not progressed or link.paced >= PACE_LIMIT:
+                        link.pushed, link.paced = target, 0.0
 
     async def retry_overflow(self) -> None:
         """Writes waiting overflow as the peers free ring space.
@@ -480,7 +494,7 @@ class Mesh:
         for link in self.links.values():
             # Small batches, so a subscriber falling behind is noticed and the peer's ring
             # (then its publishers, through the overflow limit) feels the back-pressure.
-            others = link.core.drain_peer(link.inbound, DRAIN_BATCH, pace and link.patient)
+            others = link.core.drain_peer(link.inbound, DRAIN_BATCH, pace, link.pushed)
             if others:
                 for rec in others:
                     try:
