@@ -540,6 +540,30 @@ def test_auto_unsubscribe_across_workers(mesh):
     run(main())
 
 
+def flood_bytes(count: int, size: int) -> int:
+    """What ``count`` messages of ``size`` bytes on "flood" (sid 1) take on the wire."""
+    return count * (len(b"MSG flood 1 %d\r\n" % size) + size + 2)
+
+
+def flood_received(sock: socket.socket, count: int, size: int, timeout: float = 30) -> int:
+    """Reads a flood of messages from ``sock`` until it is all there (or ``timeout``).
+
+    The server's first keepalive PING (about 2 s after connect) may arrive between the
+    messages: it is answered and not counted. Returns the bytes of messages read.
+    """
+    got, tail, want = 0, b"", flood_bytes(count, size)
+    deadline = time.monotonic() + timeout
+    while got < want and time.monotonic() < deadline:
+        chunk = sock.recv(1 << 20)
+        assert chunk, "the receiver was closed"
+        pings = (tail + chunk).count(b"PING\r\n")
+        if pings:
+            sock.sendall(b"PONG\r\n" * pings)
+        got += len(chunk) - 6 * pings
+        tail = (tail + chunk)[-5:]
+    return got
+
+
 def test_publisher_held_by_a_backed_up_ring_resumes_when_the_peer_drains(tmp_path):
     # A publisher whose worker holds more than the overflow limit for a peer is not read
     # until the overflow drains. The peer frees ring space without signalling, so the
@@ -574,20 +598,7 @@ def test_publisher_held_by_a_backed_up_ring_resumes_when_the_peer_drains(tmp_pat
             time.sleep(1.5)
         finally:
             os.kill(sub_pid, signal.SIGCONT)
-        # The server's first keepalive PING (about 2 s after connect) may arrive between
-        # the messages; it is answered and not counted.
-        got, tail = 0, b""
-        want = count * len(b"MSG flood 1 %d\r\n" % size) + count * (size + 2)
-        deadline = time.monotonic() + 30
-        while got < want and time.monotonic() < deadline:
-            chunk = sub.recv(1 << 20)
-            assert chunk, "the subscriber was closed"
-            pings = (tail + chunk).count(b"PING\r\n")
-            if pings:
-                sub.sendall(b"PONG\r\n" * pings)
-            got += len(chunk) - 6 * pings
-            tail = (tail + chunk)[-5:]
-        assert got == want
+        assert flood_received(sub, count, size) == flood_bytes(count, size)
         sender.join(10)
         pub.settimeout(10)
         answer = b""
@@ -652,19 +663,7 @@ def test_a_slow_reader_does_not_hold_a_peers_other_receivers_for_long(tmp_path):
         frame = b"PUB flood %d\r\n" % size + b"x" * size + b"\r\n"
         threading.Thread(target=lambda: pub.sendall(frame * count), daemon=True).start()
 
-        got, tail = 0, b""
-        want = count * (len(b"MSG flood 1 %d\r\n" % size) + size + 2)
-        sock = fast.sock
-        deadline = time.monotonic() + 30
-        while got < want and time.monotonic() < deadline:
-            chunk = sock.recv(1 << 20)
-            assert chunk, "the fast receiver was closed"
-            pings = (tail + chunk).count(b"PING\r\n")
-            if pings:
-                sock.sendall(b"PONG\r\n" * pings)
-            got += len(chunk) - 6 * pings
-            tail = (tail + chunk)[-5:]
-        assert got == want
+        assert flood_received(fast.sock, count, size) == flood_bytes(count, size)
         assert closed.wait(10), "the slow reader was not closed"
         closedz = run(http_json(srv, "/connz?state=closed"))["connections"]
         reasons = {c["cid"]: c["reason"] for c in closedz}
