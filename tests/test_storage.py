@@ -197,6 +197,67 @@ def test_storage_update_callback(new_store):
     assert seen == [(-1, -sz, 0, "")]
 
 
+@pytest.mark.parametrize("limits", [
+    {},
+    {"max_msgs": 5},
+    {"max_bytes": 400},
+    {"max_msgs_per_subject": 2},
+    {"max_msgs": 5, "discard": DISCARD_NEW},
+    {"max_bytes": 400, "discard": DISCARD_NEW},
+    {"max_msgs_per_subject": 2, "discard": DISCARD_NEW, "discard_new_per_subject": True},
+    {"max_msg_size": 40},
+])
+def test_append_is_store_msg(new_store, backend, limits):
+    """``append`` (the stream owner's publish path) leaves the same messages, counters,
+    per-subject state and storage updates as ``store_msg``, limits and refusals included,
+    and takes no detour through ``store_msg`` while no limit is reached."""
+    rng = random.Random(7)
+    via_store, via_append = new_store(**limits), new_store(**limits)
+    seen = {id(via_store): [], id(via_append): []}
+    for s in (via_store, via_append):
+        s.register_storage_updates(lambda *a, s=s: seen[id(s)].append(a))
+    fallbacks = []
+    plain_store_msg = via_append.store_msg
+
+    def store_msg(*args, **kw):
+        fallbacks.append(args[0])
+        return plain_store_msg(*args, **kw)
+    via_append.store_msg = store_msg
+    ts = 1_000 * SEC
+    calls = 0
+    for round_ in range(6):
+        with via_store.batch(), via_append.batch():
+            for _ in range(rng.randrange(1, 8)):
+                subject = rng.choice(["a", "b.c", "dé"])
+                hdr = rng.choice([b"", b"NATS/1.0\r\nX: 1\r\n\r\n"])
+                payload = b"p" * rng.randrange(0, 50)
+                ts += 1
+                try:
+                    want = via_store.store_msg(subject, hdr, payload, ts)[0]
+                except StoreError as exc:
+                    want = type(exc)
+                calls += 1
+                try:
+                    got = via_append.append(subject, hdr, payload, ts)
+                except StoreError as exc:
+                    got = type(exc)
+                assert got == want
+    assert via_append.state() == via_store.state()
+    assert via_append.subjects_state(">") == via_store.subjects_state(">")
+    state = via_store.state()
+    for seq in range(state.first_seq, state.last_seq + 1):
+        assert via_append.load_msg(seq) == via_store.load_msg(seq)
+    assert seen[id(via_append)] == seen[id(via_store)]
+    if backend != "lmdb" and not limits:
+        # The memory store and the raft overlay put in place; the local LMDB store needs
+        # its write transaction, so it always takes store_msg.
+        assert fallbacks == []
+    if backend == "lmdb":
+        assert len(fallbacks) == calls
+    else:
+        assert len(fallbacks) < calls
+
+
 # =============================================================================================
 # Limits
 

@@ -364,6 +364,45 @@ class StreamStore:
                           0, ts_ns, ttl, True)
         return seq, ts_ns
 
+    def append(self, subject: str, headers: bytes, payload: bytes, ts: int) -> int:
+        """``store_msg(subject, headers, payload, ts)[0]`` for the stream owner's hot path:
+        a publish (str subject, bytes headers and payload, no TTL). When the backend can put
+        without a write scope (``_put_ready``) and the message passes every limit without
+        removing anything, it is stored here in one frame; otherwise by ``store_msg``."""
+        cfg = self.cfg
+        hl, pl = len(headers), len(payload)
+        size = cfg.msg_size(subject_len(subject), hl, pl)
+        if self._depth or self._closed or type(headers) is not bytes or \
+                type(payload) is not bytes or \
+                (cfg.storage == FILE_STORAGE and size > FILE_STORE_MAX_RECORD) or \
+                0 < cfg.max_msg_size < hl + pl or \
+                0 < cfg.max_msgs <= self._msgs or 0 < cfg.max_bytes < self._bytes + size:
+            return self.store_msg(subject, headers, payload, ts)[0]
+        ss = self._fss.get(subject)
+        if ss is not None and 0 < cfg.max_msgs_per_subject <= ss.msgs or \
+                not self._put_ready():
+            return self.store_msg(subject, headers, payload, ts)[0]
+        seq = self._last + 1
+        self._p_put(seq, subject, headers, payload, ts, 0)
+        if self._msgs == 0:
+            self._first, self._first_ts = seq, ts
+        self._msgs += 1
+        self._bytes += size
+        self._last, self._last_ts = seq, ts
+        if ss is not None:
+            ss.msgs += 1
+            ss.last, ss.last_stale = seq, False
+        else:
+            self._fss[subject] = _SubjectState(1, seq, seq)
+        if self._scb is not None:
+            self._scb(1, size, seq, subject)
+        return seq
+
+    def _put_ready(self) -> bool:
+        """Whether ``_p_put`` may be called outside a write scope (``append``); the backend
+        readies itself for it."""
+        return False
+
     def store_raw(self, seq: int, ts: int, subject: Union[str, bytes], headers: bytes = b"",
                   payload: bytes = b"", ttl: int = 0, discard_new_check: bool = False) -> int:
         """Store a message at a given sequence and time, for replicas and mirrors

@@ -142,6 +142,9 @@ class MemStore(StreamStore):
 
     # -- primitives -----------------------------------------------------------------------------
 
+    def _put_ready(self) -> bool:
+        return True
+
     def _p_put(self, seq, subject, headers, payload, ts, ttl):
         self._by_seq[seq] = (subject, headers, payload, ts)
         self._seqs.append(seq)

@@ -58,6 +58,7 @@ from .types import FILE_STORAGE, StoreConfig, StoredMsg
 __all__ = ["RaftLmdbStore"]
 
 _MAX_SEQ = (1 << 64) - 1
+_OP_PUT, _DB_MSGS, _DB_SUBJ = P.OP_PUT, P.DB_MSGS, P.DB_SUBJ
 # The overlay is rebuilt without the answered proposals once they hold this many bytes.
 _OV_KEEP_BYTES = 4 << 20
 
@@ -237,6 +238,9 @@ class RaftLmdbStore(LmdbReadPath, StreamStore):
 
     def begin_batch(self) -> None:
         self._batch_open = True
+        # What the raft process applied leaves the overlay here, once per batch: the
+        # appends of the batch (``_put_ready``) do not look.
+        self._sync_overlay()
 
     def commit_batch(self) -> None:
         """Proposes what the batch wrote (``last_proposal`` is its index); returns at once."""
@@ -270,6 +274,11 @@ class RaftLmdbStore(LmdbReadPath, StreamStore):
         self._batch_open = False
         self._drop_batch_txn()
 
+    def _put_ready(self) -> bool:
+        """Inside a batch a put needs no read snapshot: it only records operations and
+        overlays the message (``append``)."""
+        return self._batch_open
+
     # -- primitives ------------------------------------------------------------------------
 
     def _p_put(self, seq, subject, headers, payload, ts, ttl):
@@ -278,9 +287,17 @@ class RaftLmdbStore(LmdbReadPath, StreamStore):
         rec = b"".join((REC.pack(ts, ttl, len(sb), len(headers)), sb, headers, payload))
         if self._seal_rec is not None:
             rec = self._seal_rec(key, rec)
-        self._op(P.OP_PUT, P.DB_MSGS, key, rec)
-        self._op(P.OP_PUT, P.DB_SUBJ, self.skey(sb), key)
-        self._ov_put(seq, subject, headers, payload, ts, ttl)
+        ops = self._ops
+        ops.append((_OP_PUT, _DB_MSGS, key, rec))
+        ops.append((_OP_PUT, _DB_SUBJ, self.skey(sb), key))
+        seqs = self._ov_seqs
+        if not seqs or seqs[-1] < seq:
+            # A new last sequence (every publish): _ov_put without the search.
+            self._ov_msgs[seq] = (subject, headers, payload, ts, ttl)
+            self._ov_dels.discard(seq)
+            seqs.append(seq)
+        else:
+            self._ov_put(seq, subject, headers, payload, ts, ttl)
         if ttl > 0:
             tkey = (ts + ttl * NS_PER_SECOND, seq)
             self._op(P.OP_PUT, P.DB_TTL, TTL_KEY.pack(*tkey))
