@@ -277,6 +277,65 @@ async def test_publish_expected_headers(server):
         assert ok.seq == 3
 
 
+def test_publishes_of_one_read_are_each_answered(server):
+    """Publishes that reach a stream in one read are handled as one run: plain ones by the
+    stream's own loop, the others (Nats- headers) by the full checks, interleaved. Each
+    gets its own answer, and the sequences follow the order they were sent in."""
+    from helpers import Wire
+
+    s = name()
+    w = Wire(server.port, {"headers": True})
+    cfg = json.dumps({"name": s, "subjects": [s], "max_msg_size": 64}).encode()
+    w.send(b"SUB _r.* 1\r\nPUB $JS.API.STREAM.CREATE.%s _r.0 %d\r\n%s\r\n"
+           % (s.encode(), len(cfg), cfg))
+
+    def replies(count):
+        got = {}
+        while len(got) < count:
+            f = w.frame()
+            assert f is not None, "the server closed the connection"
+            if f == b"PING\r\n":
+                w.send(b"PONG\r\n")
+                continue
+            head, _, body = f.partition(b"\r\n")
+            assert head.startswith(b"MSG "), f
+            got[head.split()[1].decode()] = json.loads(body[:-2])
+        return got
+
+    assert "error" not in replies(1)["_r.0"]
+
+    def pub(reply, payload, **headers):
+        if not headers:
+            return b"PUB %s %s %d\r\n%s\r\n" % (s.encode(), reply, len(payload), payload)
+        hdr = b"NATS/1.0\r\n" + b"".join(b"%s: %s\r\n" % (k.replace("_", "-").encode(),
+                                                           v.encode())
+                                          for k, v in headers.items()) + b"\r\n"
+        return b"HPUB %s %s %d %d\r\n%s%s\r\n" % (s.encode(), reply, len(hdr),
+                                                   len(hdr) + len(payload), hdr, payload)
+
+    w.send(b"".join([
+        pub(b"_r.1", b"plain"),
+        pub(b"_r.2", b"first", Nats_Msg_Id="a"),
+        pub(b"_r.3", b"again", Nats_Msg_Id="a"),
+        pub(b"_r.4", b"x" * 100),
+        pub(b"_r.5", b"late", Nats_Expected_Last_Sequence="9"),
+        pub(b"_r.6", b"plain again"),
+        pub(b"_r.7", b"other header", X_Trace="1"),
+        pub(b"_r.8", b"expected", Nats_Expected_Last_Sequence="4"),
+    ]))
+    got = replies(8)
+    assert got["_r.1"] == {"stream": s, "seq": 1}
+    assert got["_r.2"] == {"stream": s, "seq": 2}
+    assert got["_r.3"] == {"stream": s, "seq": 2, "duplicate": True}
+    assert got["_r.4"]["error"]["err_code"] == 10054
+    assert got["_r.5"]["error"] == {"code": 400, "err_code": 10071,
+                                    "description": "wrong last sequence: 2"}
+    assert got["_r.6"] == {"stream": s, "seq": 3}
+    assert got["_r.7"] == {"stream": s, "seq": 4}
+    assert got["_r.8"] == {"stream": s, "seq": 5}
+    w.sock.close()
+
+
 @async_test
 async def test_limits_discard_new_and_max_msg_size(server):
     async with js_stream(server, max_msgs=2, discard="new", max_msg_size=10) as (nc, js, s):

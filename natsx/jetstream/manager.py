@@ -1005,6 +1005,7 @@ class JetStream:
         self.epoch += 1     # a new batch (natsx.jetstream.catalog)
         if self._others_used:
             self._others_used = {}
+        self.used.publish()
         if not (self.signaled or self.dirty or self.outbox):
             return
         while self.signaled:

@@ -11,9 +11,10 @@ running a share of the streams (natsx.jetstream.shards), every one of these is a
 the workers, so each worker publishes its own figures in its slot of the supervisor's
 shared table (natsx.server.mesh.PeerTable, ``JS_FIELDS``) and checks the sum:
 
-* ``Usage`` is the worker's ``used`` map: every change is written through to its slot
-  (one aligned store; the stores already run Python per stored message), and
-  ``exceeded`` sums the slots;
+* ``Usage`` is the worker's ``used`` map: a change is written to its slot at the end of
+  the batch that made it (``Usage.publish``, from JetStream's batch hook: one store per
+  figure and batch, not per stored message) or before the worker sums the slots itself,
+  and ``exceeded`` sums the slots. The other workers read the sums once per batch anyway;
 * a reservation (``reserve``) publishes the raised figure first, fences and sums, and
   takes it back when the sum passes the limit, as ``max_connections`` does: two workers
   racing for the last bytes each see the other's reservation, so the limit is never
@@ -36,28 +37,38 @@ def _field(kind: str, storage: str) -> str:
     return f"{kind}_{'memory' if storage == 'memory' else 'file'}"
 
 
+_USED = {"memory": "used_memory", "file": "used_file"}
+
+
 class Usage(dict):
-    """Bytes stored by this worker's streams, by storage type, written through to the
-    shared table."""
+    """Bytes stored by this worker's streams, by storage type, published to the shared
+    table once per batch and before every sum (``publish``)."""
 
     def __init__(self, table=None, index: int = 0) -> None:
         super().__init__(memory=0, file=0)
         self.table = table
         self.index = index
+        self._published = (0, 0)    # (memory, file) as the slot holds them
         if table is not None:
             table.set_js(index, "used_memory", 0)
             table.set_js(index, "used_file", 0)
 
-    def __setitem__(self, storage: str, value: int) -> None:
-        dict.__setitem__(self, storage, value)
-        if self.table is not None:
-            self.table.set_js(self.index, _field("used", storage), value)
+    def publish(self) -> None:
+        """Writes the figures to the worker's slot if they changed since the last call
+        (they change by plain dict stores: the stores update them per message)."""
+        figures = (self["memory"], self["file"])
+        if figures != self._published and self.table is not None:
+            self._published = figures
+            table, index = self.table, self.index
+            table.set_js(index, "used_memory", figures[0])
+            table.set_js(index, "used_file", figures[1])
 
     def total(self, storage: str) -> int:
         """Bytes stored for ``storage`` by the whole server."""
         if self.table is None:
             return self[storage]
-        return self.table.js_total(_field("used", storage))
+        self.publish()
+        return self.table.js_total(_USED.get(storage, "used_file"))
 
 
 class ServerLimits:

@@ -21,6 +21,7 @@ consumer a publish only uses up a sequence) and workqueue (removed on the first 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,8 @@ MAX_METADATA_LEN = 128 * 1024
 MAX_REPLICAS = 5
 DEFAULT_DUPLICATE_WINDOW = 120 * NS
 MIN_WINDOW = 100_000_000  # 100ms
+log = logging.getLogger("natsx")
+
 MAX_HEADER_SIZE = 65535
 
 RETENTIONS = ("limits", "interest", "workqueue")
@@ -391,12 +394,21 @@ class Stream:
         st, rp = cfg.get("subject_transform"), cfg.get("republish")
         self.itr = SubjectTransform(st.get("src", ""), st.get("dest", "")) if st else None
         self.rtr = SubjectTransform(rp.get("src", ""), rp.get("dest", "")) if rp else None
+        # A publish with no Nats- header takes ``_append`` on a stream where process_msg
+        # would only check sizes and store: nothing to transform, republish or test for
+        # interest, not sealed.
+        self._plain = (self.itr is None and self.rtr is None and not cfg.get("sealed")
+                       and cfg["retention"] != "interest")
+        self._max_msg_size = cfg.get("max_msg_size", -1)
+        self._acks = not cfg.get("no_ack")
+        self._expires = bool(cfg.get("max_age") or cfg.get("allow_msg_ttl"))
 
     def subscribe(self) -> None:
         server = self.js.server
         for subject in self.cfg.get("subjects") or ():
             self.subs.append(server.internal_subscribe(self.account.name, subject.encode(),
-                                                       self._on_publish))
+                                                       self._on_publish,
+                                                       batch=self._on_publish_run))
 
     def unsubscribe(self) -> None:
         server = self.js.server
@@ -457,15 +469,72 @@ class Stream:
             self.js.send(self.account.name, reply, None, body)
 
     def _on_publish(self, subject: bytes, reply, hdr, payload: bytes, publisher) -> None:
+        self._on_publish_run(((None, subject, reply, hdr, payload, publisher, None),))
+
+    def _on_publish_run(self, items) -> None:
+        """The publishes of one read batch on the stream's subjects, in order
+        (Server._dispatch_runs; ``_on_publish`` for one). A publish with no Nats- header on
+        a ``_plain`` stream is stored here, with process_msg's checks and answers and with
+        every lookup made once per run: this loop is the stream owner's per-message path.
+        Anything else takes process_msg."""
         if self.closed:
             return
+        ingest = self.ingest
+        admit = ingest.admit
         group = self._group
-        if not self.ingest.admit(len(subject) + len(reply or b"") + len(hdr or b"") +
-                                 len(payload), group.confirmed if group is not None else 0):
-            return self._too_many_requests(reply)
-        self.process_msg(subject.decode("utf-8", "surrogateescape"), reply, hdr, payload)
-        if not self.dirty:
-            self.ingest.committed()     # refused: nothing of it waits for a commit
+        plain = self._plain
+        max_size = self._max_msg_size
+        check_store = self.account.limits.check_store
+        store = self.store
+        acks = self._acks
+        account_name = self.account.name
+        pub_ack = self._pub_ack
+        outbox = self.js.outbox
+        time_ns = time.time_ns
+        # What notify_stored would do for each message: nothing, on a stream no consumer
+        # and no other stream reads and whose messages do not expire (none of that changes
+        # while publishes are stored).
+        quiet = not (self.consumers or self._expires or
+                     self.account.feeds_from(self.name))
+        for item in items:
+            try:
+                subject, reply, hdr, payload = item[1], item[2], item[3], item[4]
+                hl = len(hdr) if hdr else 0
+                if not admit(len(subject) + len(reply or b"") + hl + len(payload),
+                             group.confirmed if group is not None else 0):
+                    self._too_many_requests(reply)
+                    continue
+                subject = subject.decode("utf-8", "surrogateescape")
+                if not plain or (hl and b"Nats-" in hdr):
+                    self.process_msg(subject, reply, hdr, payload)
+                elif max_size >= 0 and (hl > max_size or len(payload) > max_size - hl):
+                    self._respond_error(reply, error("JSStreamMessageExceedsMaximumErr"))
+                elif hl > MAX_HEADER_SIZE:
+                    self._respond_error(reply, error("JSStreamHeaderExceedsMaximumErr"))
+                else:
+                    err = check_store(self, len(subject) + hl + len(payload))
+                    if err is not None:
+                        self._respond_error(reply, err)
+                    else:
+                        if not self.dirty:
+                            self.touch()
+                        try:
+                            seq = store.append(subject, hdr or b"", payload, time_ns())
+                        except StoreError as exc:
+                            self._respond_error(reply, error("JSStreamStoreFailedF", err=str(exc)))
+                        else:
+                            self.lmsgid = ""
+                            if reply and acks:
+                                outbox.append((account_name, reply, None, None,
+                                               pub_ack + b"%d}" % seq, None))
+                            if not quiet:
+                                self.notify_stored(seq, subject)
+                            continue
+                if not self.dirty:
+                    ingest.committed()     # refused: nothing of it waits for a commit
+            except Exception:
+                # One bad publish must not drop the rest of the run.
+                log.exception("JetStream: a publish to stream %r failed", self.name)
 
     def _too_many_requests(self, reply) -> None:
         """Go's queueInbound when the ingest queue is full: the publish is dropped."""
@@ -620,8 +689,7 @@ class Stream:
                 c.on_new_msg(seq, subject)
         for feed in self.account.feeds_from(self.name):
             feed.signal()
-        if self.expiry_timer is None and (self.cfg.get("max_age") or
-                                          self.cfg.get("allow_msg_ttl")):
+        if self.expiry_timer is None and self._expires:
             self.js.arm_expiry(self)
 
     def store_sourced(self, subject: str, hdr: bytes, payload: bytes) -> None:
@@ -656,8 +724,9 @@ class Stream:
     # ------------------------------------------------------------------ store events
 
     def _on_storage_update(self, msgs: int, nbytes: int, seq: int, subject: str) -> None:
-        self.js.used[self.cfg["storage"]] += nbytes
-        self.account.used[self.cfg["storage"]] += nbytes
+        storage = self.cfg["storage"]
+        self.js.used[storage] += nbytes
+        self.account.used[storage] += nbytes
         if msgs < 0:
             for c in self.consumers.values():
                 c.on_removed(seq, subject)

@@ -43,10 +43,13 @@ class InternalClient:
         self._next_sid = 1
 
     def subscribe(self, subject: bytes, handler: Handler, queue: bytes | None = None,
-                  local: bool = False, routed: bool = False):
+                  local: bool = False, routed: bool = False, batch=None):
         """``local``: the interest is not announced to the peer workers, so only this
         worker's clients reach the handler (Go: sysSubscribeInternal). ``routed``: the
-        handler takes a sixth argument, the routed subject (see ``deliver``)."""
+        handler takes a sixth argument, the routed subject (see ``deliver``). ``batch``:
+        called instead of ``handler`` with each run of consecutive deliveries of one read
+        batch, a list of ``(sub, subject, reply, headers, payload, publisher, routed)``;
+        it handles its own failures item by item."""
         from natsx.server.worker import _sublist
 
         sid = b"%d" % self._next_sid
@@ -60,6 +63,8 @@ class InternalClient:
             trace.system_sub(subject, queue, sid)
         if routed:
             self.routed_sids.add(sid)
+        if batch is not None:
+            self.server.batch_handlers[sub] = batch
         if local:
             self.local_sids.add(sid)
         elif self.server.mesh is not None:
@@ -68,6 +73,7 @@ class InternalClient:
 
     def unsubscribe(self, sub) -> None:
         self.handlers.pop(sub.sid, None)
+        self.server.batch_handlers.pop(sub, None)
         self.routed_sids.discard(sub.sid)
         if sub.sid in self.local_sids:
             self.local_sids.discard(sub.sid)

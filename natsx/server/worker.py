@@ -91,6 +91,8 @@ class Server:
         # The server's own clients (JetStream), per account, and what runs after a batch.
         self.internal_clients: dict = {}
         self.batch_hooks: list = []
+        # Subscription -> handler of a run of its deliveries (InternalClient.subscribe).
+        self.batch_handlers: dict = {}
         self.sub_hooks: list = []
         # hook(account, sub) after a client of this worker unsubscribed or disconnected
         self.unsub_hooks: list = []
@@ -534,8 +536,11 @@ class Server:
                             trace.expired(sub.client.conn, sub.sid)
                 if router.internal:
                     internal, router.internal = router.internal, []
-                    for item in internal:
-                        self._dispatch_internal(item)
+                    if self.batch_handlers:
+                        self._dispatch_runs(internal)
+                    else:
+                        for item in internal:
+                            self._dispatch_internal(item)
                 for hook in self.batch_hooks:
                     hook()
                 if not router.internal and not router.expired:
@@ -560,6 +565,29 @@ class Server:
         if handler is not None:
             handler.deliver(*item)
 
+    def _dispatch_runs(self, internal: list) -> None:
+        """Hands each run of consecutive deliveries to a subscription with a batch handler
+        to that handler in one call, the others one by one, in order."""
+        batch_handlers = self.batch_handlers
+        n = len(internal)
+        i = 0
+        while i < n:
+            item = internal[i]
+            sub = item[0]
+            batch = batch_handlers.get(sub)
+            if batch is None:
+                self._dispatch_internal(item)
+                i += 1
+                continue
+            j = i + 1
+            while j < n and internal[j][0] is sub:
+                j += 1
+            try:
+                batch(internal[i:j] if i or j < n else internal)
+            except Exception:
+                log.exception("internal subscription %s on %r failed", sub.sid, sub.subject)
+            i = j
+
     # ------------------------------------------------------------------ internal clients
 
     def internal_client(self, account_name: str | bytes):
@@ -577,10 +605,13 @@ class Server:
             client = self.internal_clients[name] = InternalClient(self, name, core)
         return client
 
-    def internal_subscribe(self, account_name, subject: bytes, handler, queue: bytes | None = None):
+    def internal_subscribe(self, account_name, subject: bytes, handler, queue: bytes | None = None,
+                           batch=None):
         """Subscribes ``handler(subject, reply, headers, payload, publisher_core)``; it runs
-        for each delivery after the read batch. Returns the Subscription."""
-        return self.internal_client(account_name).subscribe(subject, handler, queue)
+        for each delivery after the read batch (``batch``: see InternalClient.subscribe).
+        Returns the Subscription."""
+        return self.internal_client(account_name).subscribe(subject, handler, queue,
+                                                            batch=batch)
 
     def internal_unsubscribe(self, account_name, sub) -> None:
         self.internal_client(account_name).unsubscribe(sub)
