@@ -62,6 +62,7 @@ from collections import deque
 
 import lmdb
 
+from natsx import gctune
 from natsx.raft import Config, MemoryStorage, RawNode
 from natsx.raftd import protocol as P
 from natsx.raftd.wal import MAX_SIZE as WAL_MAX
@@ -544,5 +545,6 @@ def run_raft(listener: socket.socket, beat=None) -> int:
     signal.signal(signal.SIGUSR1, reopen_logs)
     childsignals.release()
     log.info("JetStream raft process ready (pid %d)", os.getpid())
+    gctune.tune()
     server.serve()
     return 0

@@ -9,6 +9,7 @@ import time
 
 import trio
 
+from natsx import gctune
 from natsx.server import control, monitor
 from natsx.server.options import Options
 from natsx.server.reload import reload_worker
@@ -97,5 +98,6 @@ def run_worker(options: Options, *, server_id: str, index: int, listener: socket
 
         server.mesh = Mesh(server, ringset, peer_table, index)
     control_sock = _control_listener(control) if control is not None else None
+    gctune.tune()
     trio.run(_main, server, control_sock, peer_table)
     return 0
