@@ -259,6 +259,14 @@ class Group:
                 with self.env.begin(write=True) as txn:
                     put, delete = txn.put, txn.delete
                     for ops in batches:
+                        if all(op[0] == OP_PUT for op in ops):
+                            # Only puts (every publish): database by database, each in one
+                            # putmulti (LMDB's loop, not ours). Operations on different
+                            # databases commute, and each database's keep their order.
+                            for db in sorted({op[1] for op in ops}):
+                                txn.cursor(db=dbs[db]).putmulti(
+                                    [(op[2], op[3]) for op in ops if op[1] == db])
+                            continue
                         for op, db, key, value in ops:
                             d = dbs[db]
                             if op == OP_PUT:
