@@ -371,7 +371,7 @@ class StreamStore:
         removing anything, it is stored here in one frame; otherwise by ``store_msg``."""
         cfg = self.cfg
         hl, pl = len(headers), len(payload)
-        size = cfg.msg_size(subject_len(subject), hl, pl)
+        size = cfg.msg_size(len(subject) if subject.isascii() else subject_len(subject), hl, pl)
         if self._depth or self._closed or type(headers) is not bytes or \
                 type(payload) is not bytes or \
                 (cfg.storage == FILE_STORAGE and size > FILE_STORE_MAX_RECORD) or \
