@@ -383,7 +383,16 @@ class StreamStore:
                 not self._put_ready():
             return self.store_msg(subject, headers, payload, ts)[0]
         seq = self._last + 1
-        self._p_put(seq, subject, headers, payload, ts, 0)
+        self._put_last(seq, subject, headers, payload, ts, 0, size, ss)
+        if self._scb is not None:
+            self._scb(1, size, seq, subject)
+        return seq
+
+    def _put_last(self, seq: int, subject: str, headers: bytes, payload: bytes, ts: int,
+                  ttl: int, size: int, ss: Optional[_SubjectState]) -> None:
+        """Puts a message at the new last sequence and counts it in the stream's and its
+        subject's state (``ss``, None for a new subject)."""
+        self._p_put(seq, subject, headers, payload, ts, ttl)
         if self._msgs == 0:
             self._first, self._first_ts = seq, ts
         self._msgs += 1
@@ -394,9 +403,6 @@ class StreamStore:
             ss.last, ss.last_stale = seq, False
         else:
             self._fss[subject] = _SubjectState(1, seq, seq)
-        if self._scb is not None:
-            self._scb(1, size, seq, subject)
-        return seq
 
     def _put_ready(self) -> bool:
         """Whether ``_p_put`` may be called outside a write scope (``append``); the backend
@@ -446,20 +452,9 @@ class StreamStore:
                 raise ErrSequenceMismatch()
             seq = self._last + 1
 
-        self._p_put(seq, subject, headers, payload, ts, ttl)
-        if self._msgs == 0:
-            self._first, self._first_ts = seq, ts
-        self._msgs += 1
-        self._bytes += size
-        self._last, self._last_ts = seq, ts
-
-        if ss is not None:
-            ss.msgs += 1
-            ss.last, ss.last_stale = seq, False
-            if 0 < maxp < ss.msgs:
-                self._enforce_per_subject(subject, ss)
-        else:
-            self._fss[subject] = _SubjectState(1, seq, seq)
+        self._put_last(seq, subject, headers, payload, ts, ttl, size, ss)
+        if ss is not None and 0 < maxp < ss.msgs:
+            self._enforce_per_subject(subject, ss)
 
         self._enforce_msg_limit()
         self._enforce_bytes_limit()
