@@ -37,9 +37,6 @@ def _field(kind: str, storage: str) -> str:
     return f"{kind}_{'memory' if storage == 'memory' else 'file'}"
 
 
-_USED = {"memory": "used_memory", "file": "used_file"}
-
-
 class Usage(dict):
     """Bytes stored by this worker's streams, by storage type, published to the shared
     table once per batch and before every sum (``publish``)."""
@@ -68,7 +65,7 @@ class Usage(dict):
         if self.table is None:
             return self[storage]
         self.publish()
-        return self.table.js_total(_USED.get(storage, "used_file"))
+        return self.table.js_total(_field("used", storage))
 
 
 class ServerLimits:

@@ -37,14 +37,14 @@ from natsx.storage import (ErrMaxBytes, ErrMaxMsgs, ErrMaxMsgsPerSubject, ErrMsg
 if TYPE_CHECKING:
     from natsx.jetstream.manager import Account
 
+log = logging.getLogger("natsx")
+
 MAX_NAME_LEN = 255
 MAX_DESCRIPTION_LEN = 4 * 1024
 MAX_METADATA_LEN = 128 * 1024
 MAX_REPLICAS = 5
 DEFAULT_DUPLICATE_WINDOW = 120 * NS
 MIN_WINDOW = 100_000_000  # 100ms
-log = logging.getLogger("natsx")
-
 MAX_HEADER_SIZE = 65535
 
 RETENTIONS = ("limits", "interest", "workqueue")
@@ -394,9 +394,9 @@ class Stream:
         st, rp = cfg.get("subject_transform"), cfg.get("republish")
         self.itr = SubjectTransform(st.get("src", ""), st.get("dest", "")) if st else None
         self.rtr = SubjectTransform(rp.get("src", ""), rp.get("dest", "")) if rp else None
-        # A publish with no Nats- header takes ``_append`` on a stream where process_msg
-        # would only check sizes and store: nothing to transform, republish or test for
-        # interest, not sealed.
+        # A publish with no Nats- header is stored by ``_on_publish_run`` itself on a
+        # stream where process_msg would only check sizes and store: nothing to transform,
+        # republish or test for interest, not sealed.
         self._plain = (self.itr is None and self.rtr is None and not cfg.get("sealed")
                        and cfg["retention"] != "interest")
         self._max_msg_size = cfg.get("max_msg_size", -1)

@@ -583,7 +583,7 @@ class Server:
             while j < n and internal[j][0] is sub:
                 j += 1
             try:
-                batch(internal[i:j] if i or j < n else internal)
+                batch(internal[i:j])
             except Exception:
                 log.exception("internal subscription %s on %r failed", sub.sid, sub.subject)
             i = j

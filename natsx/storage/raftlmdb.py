@@ -290,14 +290,7 @@ class RaftLmdbStore(LmdbReadPath, StreamStore):
         ops = self._ops
         ops.append((_OP_PUT, _DB_MSGS, key, rec))
         ops.append((_OP_PUT, _DB_SUBJ, self.skey(sb), key))
-        seqs = self._ov_seqs
-        if not seqs or seqs[-1] < seq:
-            # A new last sequence (every publish): _ov_put without the search.
-            self._ov_msgs[seq] = (subject, headers, payload, ts, ttl)
-            self._ov_dels.discard(seq)
-            seqs.append(seq)
-        else:
-            self._ov_put(seq, subject, headers, payload, ts, ttl)
+        self._ov_put(seq, subject, headers, payload, ts, ttl)
         if ttl > 0:
             tkey = (ts + ttl * NS_PER_SECOND, seq)
             self._op(P.OP_PUT, P.DB_TTL, TTL_KEY.pack(*tkey))
