@@ -73,6 +73,7 @@ from natsx.jetstream.settings import Settings
 from natsx.jetstream.shards import home, is_home, runs_stream, sharded
 from natsx.jetstream.stream import Stream, store_config
 from natsx.jetstream.util import subject_matches, subjects_collide
+from natsx.server.runq import tasks_runnable
 from natsx.storage import LmdbStore, MemStore
 from natsx.storage.crypt import EncryptionError, cipher_name, open_file, seal_file
 
@@ -1016,7 +1017,7 @@ class JetStream:
                 except Exception:
                     log.exception("JetStream: delivery for consumer %r failed", consumer.name)
         if self.dirty and self._commit_wakeup is not None and \
-                trio.lowlevel.current_statistics().tasks_runnable and \
+                tasks_runnable() and \
                 any(s.cfg["storage"] == "file" for s in self.dirty):
             # Other tasks (readers) are ready to run in this round: commit after them, so
             # what they bring shares the sync. A memory stream has no sync to share: its

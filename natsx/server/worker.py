@@ -592,11 +592,11 @@ class Server:
 
     def internal_client(self, account_name: str | bytes):
         """The server's own client in an account (natsx.server.internal)."""
-        from natsx.server.internal import InternalClient
-
         name = account_name.encode() if isinstance(account_name, str) else account_name
         client = self.internal_clients.get(name)
         if client is None:
+            from natsx.server.internal import InternalClient
+
             core = self.new_client_core(0)
             core.sublist = self.sublist_for(name)
             core.account = self.accounts.get(name.decode(), core.account)
