@@ -927,13 +927,17 @@ class RawNode:
 
     def has_ready(self) -> bool:
         r = self.raft
+        log = r.log
+        hard, soft = self._prev_hard, self._prev_soft
+        # hard_state() != _prev_hard and soft_state() != _prev_soft, field by field: this
+        # runs several times a round, and building the states to compare them costs more.
         return bool(
             r.msgs
-            or r.log.unstable.entries
-            or r.log.unstable.snapshot is not None
-            or r.log.has_next_committed()
-            or r.hard_state() != self._prev_hard
-            or r.soft_state() != self._prev_soft
+            or log.unstable.entries
+            or log.unstable.snapshot is not None
+            or log.has_next_committed()
+            or r.term != hard.term or r.vote != hard.vote or log.committed != hard.commit
+            or r.lead != soft.leader or r.role is not soft.role
         )
 
     def ready(self) -> Optional[Ready]:

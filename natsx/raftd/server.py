@@ -150,8 +150,10 @@ class Group:
 
     def _cycle(self) -> list:
         node, storage, committed = self.node, self.storage, []
-        while node.has_ready():
-            rd = node.ready()
+        while True:
+            rd = node.ready()     # None when there is nothing (it asks has_ready itself)
+            if rd is None:
+                break
             if rd.snapshot is not None:
                 storage.apply_snapshot(rd.snapshot)
             storage.append(rd.entries)
