@@ -888,6 +888,32 @@ def test_smoke_placed_pubsub_and_reqrep_on_natsx(natsx_two_workers, bc, mode):
         workloads.run("pub", cfg)
 
 
+@pytest.mark.parametrize("mode", ["same", "cross"])
+def test_placed_jetstream_workloads_put_clients_by_the_stream_worker(bc, mode):
+    # A JetStream workload's receiving side is its stream, run by the worker its name
+    # hashes to (natsx.jetstream.shards): "same" opens the clients on that worker, "cross"
+    # on the other; the worker a connection landed on is the one its client id names
+    # (test_placement_lands_where_connz_says).
+    from natsx.jetstream.shards import stream_owner
+
+    with ServerProcess("natsx", [sys.executable, "-m", "natsx"], workers=2,
+                       jetstream=True) as srv:
+        cfg = _cfg(srv, bc, msgs=300, duration=0, size=16, windows=(8,), placement=mode,
+                   server_workers=2)
+        for workload, stream in (("js-pub", "BENCH"), ("kv", "KV_bench")):
+            phases = _ok(workloads.run(workload, attrs.evolve(cfg, keys=10)))
+            owner = stream_owner("$G", stream, 2)
+            for p in phases:
+                assert p.label.endswith(f"@{mode}"), p.label
+                where = p.params["placement"]
+                head, clients = where.split(", clients on worker ")
+                assert head == f"{mode} (stream {stream} on worker {owner}", where
+                assert (clients.rstrip(")") == str(owner)) == (mode == "same"), where
+    with pytest.raises(BenchError, match="global account only"):
+        workloads.run("js-pub", attrs.evolve(cfg, connect=ConnectOptions(url=srv.url,
+                                                                        token="t")))
+
+
 def test_compare_same_and_cross_against_go_in_one_run(tmp_path, capsys):
     # The acceptance run of the multi-process runtime, with tiny counts: 1:1 pub/sub
     # throughput and request/reply latency, both sides on one worker and on two, next to

@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--placement", type=parse_placements, default=("any",), metavar="MODE[,MODE...]",
                    help="pubsub/fanout/queue/reqrep: put both sides on the same server worker "
                         "(same), on different workers (cross) or let the kernel decide (any); "
+                        "js-pub/js-pull/kv: the clients on the stream's worker or on others; "
                         "one phase per mode (default: any)")
     w.add_argument("--server-workers", type=int, metavar="N",
                    help="the worker count of the server at --url, for --placement "

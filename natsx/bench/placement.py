@@ -22,6 +22,13 @@ error that says where the attempts landed. The first receiving connection fixes 
 "home" worker the others are placed against, so the commonest case (1:1) costs no retry
 for the first connection.
 
+The JetStream workloads (js-pub, js-pull, kv) have no receiving connection: what receives
+their requests is the stream, run by one worker (natsx.jetstream.shards.stream_owner, a hash
+of the account and stream names). For them the stream's worker is the home from the start
+(``owner``): ``same`` puts the clients on it, ``cross`` on the other workers, where every
+publish and its acknowledgement cross the mesh. The owner is computed for the global
+account, so these placements refuse credentials (a user may belong to another account).
+
 With one worker (the Go server, natsx ``--workers 1``) every connection is on the same
 process: placement is a no-op, and ``describe`` says so in the output.
 """
@@ -46,13 +53,16 @@ def worker_of(info: dict, workers: int) -> int | None:
 class Placer:
     """Opens a phase's connections where ``mode`` wants them."""
 
-    def __init__(self, mode: str, workers: int, max_attempts: int | None = None) -> None:
+    def __init__(self, mode: str, workers: int, max_attempts: int | None = None,
+                 owner: tuple[str, int] | None = None) -> None:
         if mode not in MODES:
             raise BenchError(f"unknown placement {mode!r}; one of {', '.join(MODES)}")
         self.mode = mode
         self.workers = max(int(workers or 1), 1)
         self.max_attempts = max_attempts or max(32, 16 * self.workers)
-        self.home: int | None = None
+        # (what, worker): a receiver that is no connection (a stream), fixing the home.
+        self.owner = owner
+        self.home: int | None = owner[1] if owner is not None else None
         self.placed: dict[str, set[int]] = {RECEIVER: set(), SENDER: set()}
 
     @property
@@ -111,4 +121,6 @@ class Placer:
             return f"{self.mode} (no-op: one worker)"
         recv = ",".join(str(w) for w in sorted(self.placed[RECEIVER])) or "-"
         send = ",".join(str(w) for w in sorted(self.placed[SENDER])) or "-"
+        if self.owner is not None:
+            return f"{self.mode} ({self.owner[0]} on worker {self.home}, clients on worker {send})"
         return f"{self.mode} (receivers on worker {recv}, senders on worker {send})"

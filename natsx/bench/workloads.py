@@ -51,8 +51,8 @@ from natsx.bench.results import Phase, Sample
 
 WORKLOADS = ("pub", "pubsub", "fanout", "queue", "reqrep", "js-pub", "js-pull", "kv")
 #: Workloads with a sending and a receiving side, which ``placement`` applies to.
-PLACED_WORKLOADS = ("pubsub", "fanout", "queue", "reqrep")
 JS_WORKLOADS = ("js-pub", "js-pull", "kv")
+PLACED_WORKLOADS = ("pubsub", "fanout", "queue", "reqrep") + JS_WORKLOADS
 GROUPS = {
     "all": WORKLOADS,
     "core": ("pub", "pubsub", "fanout", "queue", "reqrep"),
@@ -210,16 +210,32 @@ def run(
     except KeyError:
         raise BenchError(f"unknown workload {workload!r}; one of {', '.join(WORKLOADS)}") from None
     placer = None
-    if workload in PLACED_WORKLOADS:
+    if workload in JS_WORKLOADS:
+        placer = Placer(cfg.placement, cfg.server_workers, owner=_stream_worker(workload, cfg))
+    elif workload in PLACED_WORKLOADS:
         placer = Placer(cfg.placement, cfg.server_workers)
     elif cfg.placement != "any":
         raise BenchError(f"placement applies to {', '.join(PLACED_WORKLOADS)}, not {workload}")
     r = _Run(cfg=cfg, bc=load("benchclient", pure=cfg.pure), progress=progress, label=workload,
              placer=placer)
     try:
-        return fn(r)
+        return [r.placed(phase) for phase in fn(r)]
     finally:
         r.close()
+
+
+def _stream_worker(workload: str, cfg: BenchConfig) -> tuple[str, int] | None:
+    """The stream a JetStream workload uses and the natsx worker that runs it (placement)."""
+    if cfg.placement == "any" or cfg.server_workers <= 1:
+        return None
+    c = cfg.connect
+    if c.user or c.token or c.creds or c.nkey:
+        raise BenchError("placement of a JetStream workload needs the stream's worker, known "
+                         "for the global account only: run it without credentials")
+    from natsx.jetstream.shards import stream_owner
+
+    stream = f"KV_{cfg.bucket}" if workload == "kv" else cfg.stream
+    return f"stream {stream}", stream_owner("$G", stream, cfg.server_workers)
 
 
 def _params(cfg: BenchConfig, **extra) -> dict:
@@ -552,7 +568,7 @@ def _request_phase(
     clients = []
     builders = []
     for i in range(nclients):
-        conn = r.connect(f"{workload} {name} {i}")
+        conn = r.connect(f"{workload} {name} {i}", SENDER)
         inbox = new_inbox()
         conn.subscribe(inbox + ".*")
         conn.flush()
@@ -634,7 +650,7 @@ def _js_pull(r: _Run) -> list[Phase]:
         clients = []
         inboxes = []
         for j in range(nfetch):
-            conn = r.connect(f"fetch {j}")
+            conn = r.connect(f"fetch {j}", SENDER)
             inbox = new_inbox()
             conn.subscribe(inbox + ".*")
             conn.flush()
