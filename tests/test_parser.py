@@ -359,6 +359,32 @@ def test_drain_peer_stops_at_a_receiver_that_fell_behind(core, sublist_mod, mode
     assert ring.pending_bytes() == 0
 
 
+def test_drain_peer_stops_once_enough_internal_deliveries_wait(core, sublist_mod):
+    # A peer's publishes for a server subscription (a stream's) interleaved with messages
+    # for a client: a drain bounded by max_internal stops once that many internal
+    # deliveries wait in Router.internal, and leaves the rest in the ring; the client's
+    # messages do not count; an unbounded drain takes everything.
+    router, sl = routed(core, sublist_mod)
+    router.sublists[b"$G"] = sl
+    peer = make_client(core, router, sl, -1)
+    peer.peer = True
+    stream = make_client(core, router, sl, 2, internal=True)
+    reader = make_client(core, router, sl, 3)
+    subscribe(sublist_mod, sl, stream, b"js", b"1")
+    subscribe(sublist_mod, sl, reader, b"core", b"2")
+    records = [(b"$G", b"js" if i % 2 else b"core", b"%d" % i) for i in range(20)]
+    ring = peer_ring(core, records)
+    assert peer.drain_peer(ring, 512, False, None, 4) is None
+    assert [item[4] for item in router.internal] == [b"1", b"3", b"5", b"7"]
+    assert reader.take_output().count(b"MSG core 2") == 4
+    assert ring.pending_bytes() > 0
+    router.internal = []
+    assert peer.drain_peer(ring, 512) is None
+    assert [item[4] for item in router.internal] == [b"%d" % i for i in range(9, 20, 2)]
+    assert reader.take_output().count(b"MSG core 2") == 6
+    assert ring.pending_bytes() == 0
+
+
 def test_router_verbose_ok(core, sublist_mod):
     router, sl = routed(core, sublist_mod)
     c = make_client(core, router, sl, 1, verbose=True)

@@ -1076,14 +1076,16 @@ cdef class Client:
             router.touched.append(self)
 
     def drain_peer(self, Ring ring, Py_ssize_t max_records=65536, bint pace=False,
-                   object pushed=None):
+                   object pushed=None, Py_ssize_t max_internal=0):
         """Delivers the MSG records a peer worker wrote to this worker's local subscribers.
 
         Returns the other records (interest, control) as tuples for Python, in order
         relative to each other. ``self`` is the peer's Client on this worker. With
         ``pace``, stops after a delivery that leaves ``stall_target`` set (a local receiver
         over 3/4 of its max_pending) to a receiver other than ``pushed``: the rest waits
-        in the ring.
+        in the ring. With ``max_internal``, stops once the router holds that many
+        deliveries for the server's own subscriptions (``Router.internal``): their
+        handlers run per batch, and a shorter batch lets them start sooner.
         """
         cdef RecordView rv
         cdef Router router = <Router>self.router
@@ -1097,6 +1099,8 @@ cdef class Client:
                     self._deliver_from_peer(router, &rv)
                     if pace and self.stall_target is not None and \
                             self.stall_target is not pushed:
+                        break
+                    if max_internal and len(router.internal) >= max_internal:
                         break
                 else:
                     if others is None:

@@ -23,7 +23,7 @@ _REC_MSG = 1  # natsx.mesh.ring.RecordKind.MSG
 
 
 class _Stalled(Exception):
-    """Ends a ``drain_peer`` batch at a receiver that fell behind."""
+    """Ends a ``drain_peer`` batch early (a receiver fell behind, enough internal deliveries)."""
 # A MSG record whose subject is "<matched> <shown>" (a JetStream delivery), in its aux.
 AUX_SHOWN = 1
 
@@ -432,20 +432,25 @@ class Client:
                 peer._congested = True
                 router.congested.append(peer)
 
-    def drain_peer(self, ring, max_records: int = 65536, pace: bool = False, pushed=None):
+    def drain_peer(self, ring, max_records: int = 65536, pace: bool = False, pushed=None,
+                   max_internal: int = 0):
         """Delivers the MSG records a peer worker wrote to this worker's local subscribers.
 
         With ``pace``, stops after a delivery that leaves ``stall_target`` set (a local
         receiver over 3/4 of its max_pending) to a receiver other than ``pushed``: the rest
-        waits in the ring.
+        waits in the ring. With ``max_internal``, stops once the router holds that many
+        deliveries for the server's own subscriptions (``Router.internal``).
         """
         others = []
+        router = self.router
 
         def take(*rec):
             if rec[0] == _REC_MSG:
                 self._deliver_from_peer(rec)
                 target = self.stall_target
                 if pace and target is not None and target is not pushed:
+                    raise _Stalled
+                if max_internal and len(router.internal) >= max_internal:
                     raise _Stalled
             else:
                 others.append(rec)

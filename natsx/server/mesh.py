@@ -66,6 +66,12 @@ _sublist = load("sublist")
 OVERFLOW_LIMIT = 64 * 1024 * 1024
 OVERFLOW_RETRY = 0.001
 DRAIN_BATCH = 512
+# A drain also ends once this many deliveries for the server's own subscriptions wait
+# (JetStream publishes captured by a stream this worker runs): their handlers run after the
+# drain, and a stream commits once per batch, so a window of publishes arriving at once is
+# committed in several proposals whose syncs and acknowledgements overlap the rest of the
+# work, not in one at its end. Other deliveries keep the full batch.
+DRAIN_INTERNAL = 64
 # How long a link may go on pacing itself to a receiver that falls behind (see
 # PeerLink.pushed) before it pushes on: a slow but reading client must not hold every
 # other receiver of the peer's messages for longer.
@@ -494,7 +500,8 @@ class Mesh:
         for link in self.links.values():
             # Small batches, so a subscriber falling behind is noticed and the peer's ring
             # (then its publishers, through the overflow limit) feels the back-pressure.
-            others = link.core.drain_peer(link.inbound, DRAIN_BATCH, pace, link.pushed)
+            others = link.core.drain_peer(link.inbound, DRAIN_BATCH, pace, link.pushed,
+                                          DRAIN_INTERNAL)
             if others:
                 for rec in others:
                     try:
