@@ -781,6 +781,12 @@ def test_connz_bad_parameters_are_400_with_go_text(server, query, text):
     assert (r.status_code, r.text) == (400, text)
 
 
+def _rfc3339_ns(text: str) -> tuple[str, int]:
+    """A UTC RFC 3339 time with an optional fraction as (whole seconds, nanoseconds)."""
+    whole, _, frac = text.rstrip("Z").partition(".")
+    return whole, int((frac + "000000000")[:9])
+
+
 def test_connz_sort_by_stop_and_reason_on_closed(natsx_server):
     cids = set()
     for line in (b"FOO\r\n", b"PUB foo\r\n", b"BAR\r\n"):
@@ -789,7 +795,9 @@ def test_connz_sort_by_stop_and_reason_on_closed(natsx_server):
         w.send(line).until_closed()
     closed_conns(natsx_server, cids)
     conns = http_get(natsx_server, "/connz?state=closed&sort=stop").json()["connections"]
-    stops = [c["stop"] for c in conns]
+    # Go's RFC 3339 times drop trailing zeros of the fraction ("...03.18Z" is before
+    # "...03.181009Z"), so they are compared as (seconds, nanoseconds), not as text.
+    stops = [_rfc3339_ns(c["stop"]) for c in conns]
     assert stops == sorted(stops, reverse=True)        # most recent first
     reasons = [c["reason"] for c in http_get(natsx_server, "/connz?state=closed&sort=reason")
                .json()["connections"]]
