@@ -220,3 +220,60 @@ def test_worker_sigkill_reopens_its_streams(tmp_path):
         assert run(after()) == (21, 5, 21)
     finally:
         srv.stop()
+
+
+def test_async_persist_mode_answers_before_the_sync(tmp_path):
+    """persist_mode "async" (Go 2.12, file storage only): a publish is acknowledged once its
+    proposal is on its way to the raft process, not after the log's sync. With the raft
+    process stopped (SIGSTOP), a publish to the async stream is answered and one to a
+    default stream is not; both are stored once it runs again. The mode can not change,
+    and the checks Go makes on it hold."""
+    from nats.js.api import PersistMode, StorageType, StreamConfig
+    from nats.js.errors import APIError
+
+    srv = start(tmp_path, str(tmp_path / "store"))
+    pid = wait_raft(srv)
+    stopped = False
+    try:
+        async def main():
+            nonlocal stopped
+            nc = await connect(srv)
+            js = nc.jetstream()
+            await js.add_stream(name="A", subjects=["a"], persist_mode=PersistMode.ASYNC)
+            await js.add_stream(name="D", subjects=["d"])
+            assert (await js.stream_info("A")).config.persist_mode == PersistMode.ASYNC
+            assert (await js.publish("a", b"one")).seq == 1
+            assert (await js.publish("d", b"one")).seq == 1
+            os.kill(pid, signal.SIGSTOP)
+            stopped = True
+            assert (await js.publish("a", b"two", timeout=3)).seq == 2
+            with pytest.raises(nats.errors.TimeoutError):
+                await js.publish("d", b"two", timeout=1)
+            os.kill(pid, signal.SIGCONT)
+            stopped = False
+            assert (await js.publish("d", b"three")).seq == 3
+            assert (await js.stream_info("A")).state.messages == 2
+            assert (await js.get_msg("A", 2)).data == b"two"
+            assert (await js.get_msg("D", 2)).data == b"two"
+
+            # Go's JSStreamInvalidConfigF: 500, 10052, the reason as the description.
+            with pytest.raises(APIError) as e:
+                await js.update_stream(name="A", subjects=["a"])
+            assert (e.value.code, e.value.err_code, e.value.description) == (
+                500, 10052, "stream configuration update can not change persist mode")
+            with pytest.raises(APIError) as e:
+                await js.add_stream(name="M", subjects=["m"], storage=StorageType.MEMORY,
+                                    persist_mode=PersistMode.ASYNC)
+            assert (e.value.err_code, e.value.description) == (
+                10052, "async persist mode is only supported on file storage")
+            with pytest.raises(APIError) as e:
+                await js.add_stream(StreamConfig(name="B", subjects=["b"], allow_atomic=True,
+                                                 persist_mode=PersistMode.ASYNC))
+            assert (e.value.err_code, e.value.description) == (
+                10052, "async persist mode is not supported with atomic batch publish")
+            await nc.close()
+        run(main(), timeout=30)
+    finally:
+        if stopped:
+            os.kill(pid, signal.SIGCONT)
+        srv.stop()

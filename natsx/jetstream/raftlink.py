@@ -63,11 +63,14 @@ class RaftLink:
 
     def hold(self, committed: list, outbox: list) -> bool:
         """Queues ``outbox`` behind the proposals of ``committed`` streams (and earlier
-        rounds); False when it may be routed at once."""
+        rounds); False when it may be routed at once. A stream with ``persist_mode``
+        "async" (Go 2.12: flushed asynchronously) does not hold its answers: they leave
+        once its proposal is on the way to the raft process, before the log's sync."""
         waits = []
         for stream in committed:
             store = stream.store
-            if isinstance(store, RaftLmdbStore) and store.last_proposal > store.group.confirmed:
+            if isinstance(store, RaftLmdbStore) and store.last_proposal > store.group.confirmed \
+                    and stream.cfg.get("persist_mode") != "async":
                 waits.append((stream, store.group, store.last_proposal))
         if not waits and not self.rounds:
             return False

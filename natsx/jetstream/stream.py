@@ -220,8 +220,13 @@ def check_config(raw: dict, *, pedantic: bool = False, others=(), limits=None) -
             cfg["allow_rollup_hdrs"], cfg["deny_purge"] = True, False
     elif sdm < 0:
         raise _invalid("subject delete marker TTL must not be negative")
-    if cfg.get("persist_mode") == "async" and cfg.get("storage", "file") != "file":
-        raise _invalid("async persist mode is only supported on file storage")
+    if cfg.get("persist_mode") == "async":
+        if cfg.get("storage", "file") != "file":
+            raise _invalid("async persist mode is only supported on file storage")
+        if (cfg.get("num_replicas") or 1) > 1:
+            raise _invalid("async persist mode is not supported on replicated streams")
+        if cfg.get("allow_atomic"):
+            raise _invalid("async persist mode is not supported with atomic batch publish")
 
     mirror = cfg.get("mirror")
     if mirror or cfg.get("sources"):
@@ -319,6 +324,8 @@ def check_update(old: dict, raw: dict, *, pedantic: bool = False, others=(), lim
         raise _invalid("message TTL status can not be disabled")
     if bool(cfg.get("allow_msg_counter")) != bool(old.get("allow_msg_counter")):
         raise _invalid("stream configuration update can not change message counter setting")
+    if (cfg.get("persist_mode") or "default") != (old.get("persist_mode") or "default"):
+        raise _invalid("stream configuration update can not change persist mode")
     if cfg.get("sealed"):
         cfg.update(max_age=0, discard="new", deny_delete=True, deny_purge=True,
                    allow_rollup_hdrs=False)
