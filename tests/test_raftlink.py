@@ -25,11 +25,12 @@ class _JS:
         self.routed.append([m[4] for m in outbox])
 
 
-def _stream(name, last_proposal, group):
+def _stream(name, last_proposal, group, cfg=None):
     store = RaftLmdbStore.__new__(RaftLmdbStore)     # only what hold() reads
     store.last_proposal = last_proposal
     store.group = group
-    return SimpleNamespace(name=name, store=store, _pub_ack=b'{"stream":"%s"' % name.encode())
+    return SimpleNamespace(name=name, store=store, cfg=cfg or {},
+                           _pub_ack=b'{"stream":"%s"' % name.encode())
 
 
 def _group():
@@ -73,6 +74,24 @@ def test_a_later_round_waits_for_an_earlier_one_of_another_stream():
     ga.confirmed = 1
     link.release()
     assert link.js.routed == [[_ack(a, 1)[4], _ack(b, 1)[4], b"delivery"]]
+
+
+def test_an_async_persist_stream_is_not_held():
+    # persist_mode "async": its answers leave with its proposal in flight, unless a round
+    # before them still waits (order is kept); a default stream in the same batch holds
+    # the whole outbox.
+    link = _link()
+    ga, gd = _group(), _group()
+    a = _stream("A", 1, ga, {"persist_mode": "async"})
+    d = _stream("D", 1, gd)
+    assert not link.hold([a], [_ack(a, 1)])
+    assert link.hold([a, d], [_ack(a, 2), _ack(d, 1)])
+    a.store.last_proposal = 3
+    assert link.hold([a], [_ack(a, 3)])          # behind the held round
+    gd.confirmed = 1
+    link.release()
+    assert link.js.routed == [[_ack(a, 2)[4], _ack(d, 1)[4], _ack(a, 3)[4]]]
+    assert not link.rounds
 
 
 def test_nothing_held_routes_at_once():
