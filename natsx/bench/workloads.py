@@ -326,7 +326,7 @@ def _pubsub(r: _Run, workload: str, npubs: int, nsubs: int, sub_subjects: list[s
         _check_each(phase, subs, published, track, complete)
     else:
         _check_queue(phase, subs, published, track)
-    return [r.placed(phase)]
+    return [phase]
 
 
 def _check_each(phase: Phase, subs: list[Client], published: int, track: int, complete: bool) -> None:
@@ -493,7 +493,7 @@ def _reqrep(r: _Run) -> list[Phase]:
     served = sum(c.fc.msgs for c in reps)
     if served != served_target:
         phase.errors.append(f"repliers saw {_fmt(served)} requests for {_fmt(served_target)} sent")
-    return [r.placed(phase)]
+    return [phase]
 
 
 # -- JetStream -------------------------------------------------------------------------

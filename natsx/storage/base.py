@@ -58,8 +58,6 @@ from .types import (
     StoreConfig,
     StoredMsg,
     StreamState,
-    file_store_msg_size,
-    mem_store_msg_size,
 )
 
 __all__ = ["StreamStore", "StorageUpdateHandler"]
@@ -373,12 +371,10 @@ class StreamStore:
         removing anything, it is stored here in one frame; otherwise by ``store_msg``."""
         cfg = self.cfg
         hl, pl = len(headers), len(payload)
-        file = cfg.storage == FILE_STORAGE
-        # cfg.msg_size, one call less.
-        size = (file_store_msg_size if file else mem_store_msg_size)(
-            len(subject) if subject.isascii() else subject_len(subject), hl, pl)
+        size = cfg.msg_size(len(subject) if subject.isascii() else subject_len(subject), hl, pl)
         if self._depth or self._closed or type(headers) is not bytes or \
-                type(payload) is not bytes or (file and size > FILE_STORE_MAX_RECORD) or \
+                type(payload) is not bytes or \
+                (cfg.storage == FILE_STORAGE and size > FILE_STORE_MAX_RECORD) or \
                 0 < cfg.max_msg_size < hl + pl or \
                 0 < cfg.max_msgs <= self._msgs or 0 < cfg.max_bytes < self._bytes + size:
             return self.store_msg(subject, headers, payload, ts)[0]

@@ -51,8 +51,8 @@ from natsx.raftd import protocol as P
 from .base import NS_PER_SECOND, StreamStore, _reader
 from .consumerstore import ConsumerStore
 from .crypt import Codec
-from .lmdbread import (HDR, MAX_DBS, REC, STATE, SUBJECT_KEY_MAX, TTL_KEY, U64, LmdbReadPath,
-                       begin_read, decode_subject, dups, encode_subject, open_dbs, subject_key)
+from .lmdbread import (HDR, MAX_DBS, REC, STATE, TTL_KEY, U64, LmdbReadPath, begin_read,
+                       decode_subject, dups, encode_subject, open_dbs)
 from .types import FILE_STORAGE, StoreConfig, StoredMsg
 
 __all__ = ["RaftLmdbStore"]
@@ -282,23 +282,13 @@ class RaftLmdbStore(LmdbReadPath, StreamStore):
     # -- primitives ------------------------------------------------------------------------
 
     def _p_put(self, seq, subject, headers, payload, ts, ttl):
-        # The stream owner's per-message path: encode_subject, subject_key (plaintext) and
-        # _ov_put's in-order case are written out here.
-        sb = subject.encode("utf-8", "surrogateescape")
+        sb = encode_subject(subject)
         key = U64.pack(seq)
         rec = b"".join((REC.pack(ts, ttl, len(sb), len(headers)), sb, headers, payload))
-        if self._seal_rec is None:
-            skey = sb if 0 < len(sb) <= SUBJECT_KEY_MAX and sb[0] else subject_key(sb)
-        else:
+        if self._seal_rec is not None:
             rec = self._seal_rec(key, rec)
-            skey = self.skey(sb)
-        self._ops += ((_OP_PUT, _DB_MSGS, key, rec), (_OP_PUT, _DB_SUBJ, skey, key))
-        seqs = self._ov_seqs
-        if seqs and seqs[-1] >= seq or seq in self._ov_dels:
-            self._ov_put(seq, subject, headers, payload, ts, ttl)
-        else:
-            self._ov_msgs[seq] = (subject, headers, payload, ts, ttl)
-            seqs.append(seq)
+        self._ops += ((_OP_PUT, _DB_MSGS, key, rec), (_OP_PUT, _DB_SUBJ, self.skey(sb), key))
+        self._ov_put(seq, subject, headers, payload, ts, ttl)
         if ttl > 0:
             tkey = (ts + ttl * NS_PER_SECOND, seq)
             self._op(P.OP_PUT, P.DB_TTL, TTL_KEY.pack(*tkey))
