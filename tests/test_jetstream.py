@@ -187,7 +187,7 @@ async def test_account_info(server):
         # before it.
         again = await api(nc, "$JS.API.INFO")
         assert again["api"]["total"] == info["api"]["total"] + 1
-        assert again["api"]["level"] == 1
+        assert again["api"]["level"] == 2
 
 
 @async_test

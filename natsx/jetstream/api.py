@@ -23,6 +23,7 @@ from natsx.jetstream import consumer as consumer_mod
 from natsx.jetstream import snapshot as snapshot_mod
 from natsx.jetstream import strict
 from natsx.jetstream import stream as stream_mod
+from natsx.jetstream import versioning
 from natsx.jetstream.errors import ApiError, error
 from natsx.jetstream.util import add_headers, parse_rfc3339, rfc3339, subjects_collide
 from natsx.storage import StoreError
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("natsx")
 
 T = "io.nats.jetstream.api.v1."
-API_LEVEL = 1
+API_LEVEL = versioning.API_LEVEL
 NAMES_LIMIT = 1024
 LIST_LIMIT = 256
 
@@ -128,7 +129,7 @@ def account_info(account, tokens, reply, hdr, payload):
     }
     if account.js.domain:
         out["domain"] = account.js.domain
-    # Level 1 is the 2.11 API: per-message TTLs, subject delete markers, consumer pause.
+    # Level 2 is the 2.12 API (natsx.jetstream.versioning).
     out["api"] = {"level": API_LEVEL, "total": t["api_total"], "errors": t["api_errors"]}
     return "account_info_response", out
 
@@ -141,7 +142,7 @@ def stream_create(account, tokens, reply, hdr, payload, vet=False, vetted=False)
     ``vetted``: the home made those checks, the owner makes the others."""
     req = _request(payload, account, "stream_config")
     pedantic = bool(req.pop("pedantic", False))
-    cfg = stream_mod.decode_config(req)
+    cfg = versioning.static_stream(stream_mod.decode_config(req))
     name = tokens[4]
     if cfg.get("name", "") != name:
         raise error("JSStreamMismatchErr")
@@ -166,7 +167,7 @@ def stream_create(account, tokens, reply, hdr, payload, vet=False, vetted=False)
         return None
     existing = account.streams.get(name)
     if existing is not None:
-        if existing.cfg != cfg:
+        if versioning.copy_from(cfg, existing.cfg) != existing.cfg:
             raise error("JSStreamNameExistErr")
         stream = existing
     else:
@@ -180,7 +181,7 @@ def stream_create(account, tokens, reply, hdr, payload, vet=False, vetted=False)
         except Exception as exc:
             raise error("JSStreamCreateErrF", err=str(exc)) from None
         account.js.events.stream_action(account.name, name, "create")
-    info = stream.info()
+    info = _with_versions(stream.info())
     info["did_create"] = True
     return "stream_create_response", info
 
@@ -188,7 +189,7 @@ def stream_create(account, tokens, reply, hdr, payload, vet=False, vetted=False)
 def stream_update(account, tokens, reply, hdr, payload, vet=False, vetted=False):
     req = _request(payload, account, "stream_config")
     pedantic = bool(req.pop("pedantic", False))
-    cfg = stream_mod.decode_config(req)
+    cfg = versioning.static_stream(stream_mod.decode_config(req))
     name = tokens[4]
     if cfg.get("name", "") != name:
         raise error("JSStreamMismatchErr")
@@ -211,7 +212,14 @@ def stream_update(account, tokens, reply, hdr, payload, vet=False, vetted=False)
         account.limits.check_reservation(new, exclude=name, account_wide=not vetted)
     account.update_stream(stream, new)
     account.js.events.stream_action(account.name, name, "modify")
-    return "stream_update_response", stream.info()
+    return "stream_update_response", _with_versions(stream.info())
+
+
+def _with_versions(info: dict) -> dict:
+    """A stream or consumer info as a create, update or info response carries it: with
+    this server's version and API level in the config's metadata."""
+    info["config"] = versioning.dynamic(info["config"])
+    return info
 
 
 def _filtered_names(account, req):
@@ -257,7 +265,7 @@ def stream_info(account, tokens, reply, hdr, payload):
     stream = _stream(account, tokens[4])
     deleted = bool(req.get("deleted_details"))
     subjects_filter = req.get("subjects_filter", "") or ""
-    info = stream.info(deleted=deleted, subjects_filter=subjects_filter)
+    info = _with_versions(stream.info(deleted=deleted, subjects_filter=subjects_filter))
     out = {"total": 0, "offset": 0, "limit": 0}
     subjects = info["state"].get("subjects")
     if subjects is not None:
@@ -439,6 +447,7 @@ def consumer_create(account, tokens, reply, hdr, payload):
     existing = stream.consumers.get(ccfg.get("durable_name") or ccfg.get("name") or "")
     if existing is not None and existing.cfg.get("pause_until") and "pause_until" not in ccfg:
         ccfg["pause_until"] = existing.cfg["pause_until"]
+    ccfg = versioning.static_consumer(ccfg)
     try:
         consumer = account.add_consumer(stream, ccfg, action, bool(req.get("pedantic")))
     except ApiError:
@@ -447,7 +456,7 @@ def consumer_create(account, tokens, reply, hdr, payload):
         raise error("JSConsumerCreateErrF", err=str(exc)) from None
     if existing is None:
         account.js.events.consumer_action(account.name, stream.name, consumer.name, "create")
-    return "consumer_create_response", consumer.info()
+    return "consumer_create_response", _with_versions(consumer.info())
 
 
 def _consumer(stream, name):
@@ -459,7 +468,7 @@ def _consumer(stream, name):
 
 def consumer_info(account, tokens, reply, hdr, payload):
     stream = _stream(account, tokens[4])
-    return "consumer_info_response", _consumer(stream, tokens[5]).info()
+    return "consumer_info_response", _with_versions(_consumer(stream, tokens[5]).info())
 
 
 def consumer_delete(account, tokens, reply, hdr, payload):
@@ -503,7 +512,7 @@ def consumer_pause(account, tokens, reply, hdr, payload):
         cfg["pause_until"] = rfc3339(until_ns)
     else:
         cfg.pop("pause_until", None)
-    account._update_consumer(c, consumer_mod.ordered(cfg))
+    account._update_consumer(c, consumer_mod.ordered(versioning.static_consumer(cfg)))
     out = {"paused": "pause_until" in cfg}
     out["pause_until"] = cfg.get("pause_until", rfc3339(0))
     account.js.events.consumer_pause(account.name, stream.name, c.name, out["paused"],
@@ -704,6 +713,8 @@ def dispatch(account: "Account", subject: bytes, reply, hdr, payload: bytes,
     else:
         rtype = _RESPONSE_TYPES[handler]
     try:
+        if versioning.refuses(hdr):
+            raise error("JSRequiredApiLevelErr")
         if not account.enabled:
             raise error("JSNotEnabledForAccountErr")
         if vet:

@@ -135,6 +135,8 @@ def ordered(cfg: dict) -> dict:
                 out[key] = value
         else:
             out[key] = default if value is None else value
+    if "metadata" in out:
+        out["metadata"] = dict(sorted(out["metadata"].items()))  # Go: sorted keys
     return out
 
 

@@ -59,7 +59,7 @@ from itertools import count
 
 import trio
 
-from natsx.jetstream import api
+from natsx.jetstream import api, versioning
 from natsx.jetstream.consumer import (DELETE_WAIT_DEFAULT, Consumer, filters_of,
                                       new_consumer_name, set_defaults)
 from natsx.jetstream.consumer import check_config as check_consumer_config
@@ -485,7 +485,7 @@ class Account:
         if name and name in stream.consumers:
             existing = stream.consumers[name]
             new = ordered_consumer(cfg)
-            if action == "create" and new != existing.cfg:
+            if action == "create" and versioning.copy_from(new, existing.cfg) != existing.cfg:
                 raise error("JSConsumerAlreadyExists")
             if scfg["retention"] == "workqueue" and not self._partition_unique(
                     stream, name, filters_of(cfg)):

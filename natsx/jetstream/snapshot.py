@@ -381,14 +381,14 @@ class Restore:
         self._close()
 
     def _respond(self, reply, err: ApiError | None, stream=None) -> None:
-        from natsx.jetstream.api import T, _dumps
+        from natsx.jetstream.api import T, _dumps, _with_versions
 
         body: dict = {"type": T + "stream_create_response"}
         if err is not None:
             body["error"] = err.to_json()
             self.account.api_errors += 1
         else:
-            body.update(stream.info())
+            body.update(_with_versions(stream.info()))
         self.js.send(self.account.name, reply, None, _dumps(body))
 
     def _rebuild(self):

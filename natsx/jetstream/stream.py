@@ -134,6 +134,8 @@ def ordered(cfg: dict) -> dict:
                 out[key] = value
         else:
             out[key] = default if value is None else value
+    if "metadata" in out:
+        out["metadata"] = dict(sorted(out["metadata"].items()))  # Go: sorted keys
     if "consumer_limits" in out:
         out["consumer_limits"] = {k: v for k, v in (out["consumer_limits"] or {}).items() if v}
     return out
