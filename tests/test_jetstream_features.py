@@ -750,3 +750,52 @@ def test_priority_groups_pinned_client_and_overflow(start_natsx, tmp_path, worke
         assert hdrs["Description"] == "Bad Request - Not a Pinned Client Priority consumer"
         await nc.close()
     run(main())
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_priority_groups_prioritized(start_natsx, tmp_path, workers):
+    """Go 2.12's prioritized policy: waiting pull requests are served lowest ``priority``
+    first (0-9; a request of a priority waits behind those before it of the same one and
+    takes turns with them), whatever order they came in."""
+    srv = start_natsx("-js", "-sd", str(tmp_path / "store"), "--workers", workers)
+
+    async def main():
+        nc = await nats.connect(srv.url)
+        await api(nc, "$JS.API.STREAM.CREATE.PG", {"name": "PG", "subjects": ["pg.>"]})
+        r = await api(nc, "$JS.API.CONSUMER.CREATE.PG.PR", {"stream_name": "PG", "config": {
+            "name": "PR", "ack_policy": "none", "priority_policy": "prioritized",
+            "priority_groups": ["A"]}})
+        assert r["config"]["priority_policy"] == "prioritized", r
+        wait = {"expires": 3_000_000_000, "group": "A"}
+        for body, text in (({"priority": 10}, "Bad Request - Priority must be between 0 and 9"),
+                           ({"priority": -1}, "Bad Request - Priority must be between 0 and 9"),
+                           ({"group": ""}, "Bad Request - Priority Group missing")):
+            _, hdrs = await _pull_one(nc, "PR", {"batch": 1, **wait, **body})
+            assert (hdrs["Status"], hdrs["Description"]) == ("400", text)
+        # Requests queued before any message: priority 5 (two messages), then 1 (one),
+        # then 5 again, then 1 again.
+        got = []
+        subs = []
+        for label, priority, batch in (("a5", 5, 2), ("b1", 1, 1), ("c5", 5, 1),
+                                       ("d1", 1, 1)):
+            inbox = nc.new_inbox()
+
+            async def cb(msg, label=label):
+                if not msg.headers or "Status" not in msg.headers:
+                    got.append((label, msg.data))
+            subs.append(await nc.subscribe(inbox, cb=cb))
+            await nc.publish("$JS.API.CONSUMER.MSG.NEXT.PG.PR", json.dumps(
+                {"batch": batch, "priority": priority, **wait}).encode(), reply=inbox)
+        await nc.flush()
+        info = await api(nc, "$JS.API.CONSUMER.INFO.PG.PR")
+        assert info["num_waiting"] == 4
+        for i in range(5):
+            await nc.request(f"pg.{i}", b"m%d" % i, timeout=3)
+        deadline = time.monotonic() + 5
+        while len(got) < 5 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        # Priority 1 first in arrival order, then priority 5 taking turns: a5, c5, a5.
+        assert got == [("b1", b"m0"), ("d1", b"m1"), ("a5", b"m2"), ("c5", b"m3"),
+                       ("a5", b"m4")]
+        await nc.close()
+    run(main())

@@ -45,7 +45,7 @@ FLOW_CONTROL_MAX_PENDING = 32 * 1024 * 1024
 DEFAULT_MAX_ACK_PENDING = 1000
 WAIT_QUEUE_DEFAULT_MAX = 512
 PINNED_TTL_DEFAULT = 120 * NS       # Go's JsDefaultPinnedTTL
-PRIORITY_POLICIES = ("none", "overflow", "pinned_client")    # Go 2.11
+PRIORITY_POLICIES = ("none", "overflow", "pinned_client", "prioritized")   # Go 2.12
 VALID_GROUP = re.compile(r"^[a-zA-Z0-9/_=-]{1,16}$")
 MAX_NAME_LEN = 255
 MAX_DESCRIPTION_LEN = 4 * 1024
@@ -340,7 +340,7 @@ def check_config(cfg: dict, stream_cfg: dict, limits=None) -> None:
     meta = cfg.get("metadata") or {}
     if sum(len(k) + len(v) for k, v in meta.items()) > MAX_METADATA_LEN:
         raise error("JSConsumerMetadataLengthErrF", limit=f"{MAX_METADATA_LEN // 1024}KB")
-    # Priority groups (Go 2.11: overflow and pinned_client).
+    # Priority groups (Go 2.11: overflow and pinned_client; 2.12: prioritized).
     policy = cfg.get("priority_policy") or "none"
     if policy not in PRIORITY_POLICIES:
         raise error("JSInvalidJSONErr", err=f"unknown priority policy: {json.dumps(policy)}")
@@ -400,6 +400,22 @@ def check_update(old: dict, new: dict, has_interest) -> None:
 
 def new_consumer_name() -> str:
     return random_id(8)
+
+
+def _priority(wr) -> int:
+    return wr.pg.priority if wr.pg is not None else 0x7FFFFFFF
+
+
+def _insert_by_priority(waiting: deque, wr) -> None:
+    """Go's insertAtPosition for the prioritized policy: after every waiting request of a
+    lower or the same priority (0 first; a request without a priority group last), so
+    requests of one priority are served in turn."""
+    mine = _priority(wr)
+    for i, other in enumerate(waiting):
+        if _priority(other) > mine:
+            waiting.insert(i, wr)
+            return
+    waiting.append(wr)
 
 
 class PriorityGroup:
@@ -1054,7 +1070,10 @@ class Consumer:
         start = received if received is not None else time.monotonic()
         wr = PullRequest(reply, batch, max_bytes, start + expires if expires else 0.0, no_wait, hb,
                          pg)
-        self.waiting.append(wr)
+        if policy == "prioritized":
+            _insert_by_priority(self.waiting, wr)
+        else:
+            self.waiting.append(wr)
         self.signal()
 
     def _has_interest(self, subject: bytes) -> bool:
@@ -1122,8 +1141,13 @@ class Consumer:
                 else:
                     if wr.hb:
                         wr.hbt = now + wr.hb
-                    # Go's popOrPopAndRequeue: round-robin among the waiting requests.
-                    self.waiting.rotate(-1)
+                    # Go's popOrPopAndRequeue: round-robin among the waiting requests
+                    # (prioritized: among those of the same priority).
+                    if policy == "prioritized":
+                        if len(self.waiting) > 1:
+                            _insert_by_priority(self.waiting, self.waiting.popleft())
+                    else:
+                        self.waiting.rotate(-1)
                 return wr
             self.waiting.popleft()
         return None
