@@ -403,6 +403,7 @@ class Account:
         stream.subscribe()
         self.js.subscribe_direct(stream)
         self.js.arm_expiry(stream)
+        stream.start_schedules()
         self._start_feeds(stream)
         # Streams that source from this one may have been waiting for it.
         for feed in self.feeds_from(stream.name):
@@ -458,8 +459,7 @@ class Account:
         if stream.dirty:
             stream.commit()
             self.js.dirty = [s for s in self.js.dirty if s is not stream]
-        if stream.expiry_timer is not None:
-            stream.expiry_timer.cancel()
+        stream.stop_timers()
         self.streams.pop(stream.name, None)
         held = stream.store.state().bytes
         self.js.used[stream.cfg["storage"]] -= held
@@ -889,6 +889,7 @@ class JetStream:
         name = account.name
         for stream in list(account.streams.values()):
             stream.closed = True
+            stream.stop_timers()
             stream.unsubscribe()
             self.unsubscribe_direct(stream)
             for c in list(stream.consumers.values()):
@@ -1088,15 +1089,23 @@ class JetStream:
     def call_at(self, deadline: float, fn) -> Timer:
         return self.timers.call_at(deadline, fn)
 
-    def arm_expiry(self, stream: Stream) -> None:
-        if stream.expiry_timer is not None or stream.closed:
+    def arm_expiry(self, stream: Stream, sooner: int | None = None) -> None:
+        """Arm the stream's expiry timer at its next expiry; ``sooner``: a message that
+        expires then (Unix ns) was stored, so an armed timer that is later moves up."""
+        if stream.closed:
             return
+        if stream.expiry_timer is not None:
+            if sooner is None or sooner >= stream.expiry_due:
+                return
+            stream.expiry_timer.cancel()
+            stream.expiry_timer = None
         cfg = stream.cfg
         if not cfg.get("max_age") and not cfg.get("allow_msg_ttl"):
             return
         due = stream.store.next_expiry()
         if due is None:
             return
+        stream.expiry_due = due
         delay = max((due - time.time_ns()) / 1e9, 0.0) + 0.001
 
         def fire():

@@ -415,6 +415,7 @@ class Restore:
             raise error("JSStreamRestoreErrF", err=str(exc)) from None
         stream.rebuild_dedupe()
         account.js.arm_expiry(stream)
+        stream.rebuild_schedules()
         log.info("Completed restore of %d bytes for stream '%s > %s'", self.total,
                  account.name, self.name)
         return stream

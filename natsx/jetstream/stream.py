@@ -25,6 +25,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from natsx.jetstream import schedules
 from natsx.jetstream.errors import ApiError, error
 from natsx.jetstream.queues import (TOO_MANY_REQUESTS_HDR, IngestQueue, ingest_limits,
                                     rate_limit_warn)
@@ -222,6 +223,11 @@ def check_config(raw: dict, *, pedantic: bool = False, others=(), limits=None) -
             cfg["allow_rollup_hdrs"], cfg["deny_purge"] = True, False
     elif sdm < 0:
         raise _invalid("subject delete marker TTL must not be negative")
+    if cfg.get("allow_msg_schedules") and not cfg.get("allow_rollup_hdrs"):
+        # A schedule rolls up its subject (natsx.jetstream.schedules).
+        if pedantic:
+            raise _invalid("message scheduling cannot be set if roll-ups are disabled")
+        cfg["allow_rollup_hdrs"], cfg["deny_purge"] = True, False
     if cfg.get("persist_mode") == "async":
         if cfg.get("storage", "file") != "file":
             raise _invalid("async persist mode is only supported on file storage")
@@ -231,10 +237,7 @@ def check_config(raw: dict, *, pedantic: bool = False, others=(), limits=None) -
             raise _invalid("async persist mode is not supported with atomic batch publish")
 
     mirror = cfg.get("mirror")
-    if mirror or cfg.get("sources"):
-        from natsx.jetstream import sourcing
-
-        sourcing.validate(cfg, error)
+    # Go's order: these mirror checks, then the mirror's own, then the sources'.
     if mirror:
         if cfg.get("first_seq"):
             raise error("JSMirrorWithFirstSeqErr")
@@ -242,6 +245,14 @@ def check_config(raw: dict, *, pedantic: bool = False, others=(), limits=None) -
             raise error("JSMirrorWithSubjectsErr")
         if cfg.get("sources"):
             raise error("JSMirrorWithSourcesErr")
+        if cfg.get("allow_msg_schedules"):
+            raise error("JSMirrorWithMsgSchedulesErr")
+    elif cfg.get("sources") and cfg.get("allow_msg_schedules"):
+        raise error("JSSourceWithMsgSchedulesErr")
+    if mirror or cfg.get("sources"):
+        from natsx.jetstream import sourcing
+
+        sourcing.validate(cfg, error)
 
     subjects = list(cfg.get("subjects") or [])
     if not subjects:
@@ -326,6 +337,8 @@ def check_update(old: dict, raw: dict, *, pedantic: bool = False, others=(), lim
         raise _invalid("message TTL status can not be disabled")
     if bool(cfg.get("allow_msg_counter")) != bool(old.get("allow_msg_counter")):
         raise _invalid("stream configuration update can not change message counter setting")
+    if old.get("allow_msg_schedules") and not cfg.get("allow_msg_schedules"):
+        raise _invalid("message schedules can not be disabled")
     if (cfg.get("persist_mode") or "default") != (old.get("persist_mode") or "default"):
         raise _invalid("stream configuration update can not change persist mode")
     if cfg.get("sealed"):
@@ -382,6 +395,9 @@ class Stream:
         self.ddmap: dict[str, tuple[int, int]] = {}   # msg id -> (seq, ts), oldest first
         self.lmsgid = ""
         self.expiry_timer = None
+        self.expiry_due = 0             # Unix ns the expiry timer fires for
+        # Pending message schedules (natsx.jetstream.schedules), with allow_msg_schedules.
+        self.scheduling: schedules.MsgScheduling | None = None
         self.feeds: list = []           # mirror/sources copying into this stream
         # Go's mset.pubAck prefix (with the domain when the server has one).
         if self.js.domain:
@@ -464,6 +480,28 @@ class Stream:
                 self.ddmap[msgid.decode("utf-8", "replace")] = (sm.seq, sm.ts)
                 self.lmsgid = msgid.decode("utf-8", "replace")
             seq += 1
+
+    def start_schedules(self) -> None:
+        """With ``allow_msg_schedules``: the pending schedules, rebuilt from the stored
+        messages when the stream starts or an update turns them on, and their timer
+        (natsx.jetstream.schedules)."""
+        if self.cfg.get("allow_msg_schedules") and self.scheduling is None and not self.closed:
+            self.scheduling = schedules.MsgScheduling(self)
+            self.scheduling.recover()
+
+    def rebuild_schedules(self) -> None:
+        """After messages were loaded behind the stream's back (a snapshot restore)."""
+        if self.scheduling is not None:
+            self.scheduling.stop()
+            self.scheduling = None
+        self.start_schedules()
+
+    def stop_timers(self) -> None:
+        if self.expiry_timer is not None:
+            self.expiry_timer.cancel()
+            self.expiry_timer = None
+        if self.scheduling is not None:
+            self.scheduling.stop()
 
     # ------------------------------------------------------------------ publishing
 
@@ -568,6 +606,8 @@ class Stream:
         msgid = ""
         rollup = b""
         ttl = 0
+        schedule = None
+        scheduler = ""
         if hdr:
             if b"Nats-" in hdr:
                 expected = get_header(hdr, b"Nats-Expected-Stream")
@@ -611,6 +651,14 @@ class Stream:
                     if want != have:
                         return self._respond_error(
                             reply, error("JSStreamWrongLastSequenceErrF", seq=have))
+                if b"Nats-Schedule" in hdr:
+                    # Message scheduling (natsx.jetstream.schedules): a schedule gains
+                    # "Nats-Rollup: sub"; a produced message purges its schedule once stored.
+                    try:
+                        hdr, schedule = schedules.check_publish(cfg, subject, hdr)
+                    except ApiError as exc:
+                        return self._respond_error(reply, exc)
+                    scheduler = schedules.scheduler_to_purge(hdr)
                 mid = get_header(hdr, b"Nats-Msg-Id")
                 if mid:
                     msgid = mid.decode("utf-8", "replace")
@@ -623,7 +671,7 @@ class Stream:
                 if last_id is not None and last_id and last_id.decode() != self.lmsgid:
                     return self._respond_error(
                         reply, error("JSStreamWrongLastMsgIDErrF", id=self.lmsgid))
-                rollup = get_header(hdr, b"Nats-Rollup") or b""
+                rollup = (get_header(hdr, b"Nats-Rollup") or b"").lower()
                 if rollup:
                     if not cfg.get("allow_rollup_hdrs") or cfg.get("deny_purge"):
                         return self._respond_error(
@@ -660,7 +708,13 @@ class Stream:
             return self._respond_error(reply, error("JSStreamStoreFailedF", err=str(exc)))
         except StoreError as exc:
             return self._respond_error(reply, error("JSStreamStoreFailedF", err=str(exc)))
-        self._after_store(subject, seq, ts, msgid, rollup, reply, stored=True)
+        self._after_store(subject, seq, ts, msgid, rollup, reply, stored=True,
+                          scheduler=scheduler)
+        if schedule is not None and self.scheduling is not None:
+            self.scheduling.add(seq, subject, schedule)
+        if ttl and ttl > 0 and self.expiry_timer is not None:
+            # A per-message TTL may expire before what the timer is armed for.
+            self.js.arm_expiry(self, ts + ttl * NS)
         if self.rtr is not None:
             self._republish(subject, seq, ts, hdr, payload, republish_last)
 
@@ -677,13 +731,22 @@ class Stream:
         self.js.send(self.account.name, dest.encode(), None, payload,
                      hdr=add_headers(hdr or None, pairs))
 
-    def _after_store(self, subject, seq, ts, msgid, rollup, reply, *, stored: bool) -> None:
+    def _after_store(self, subject, seq, ts, msgid, rollup, reply, *, stored: bool,
+                     scheduler: str = "") -> None:
         self.lmsgid = msgid
         if msgid:
             self.ddmap[msgid] = (seq, ts)
             self._prune_dedupe(ts)
         if rollup and stored:
             self.purge(subject if rollup == b"sub" else "", seq, 0)
+        elif scheduler and stored:
+            # A scheduled message was stored: purge its schedule (Go: any message carrying
+            # "Nats-Schedule-Next: purge" purges its Nats-Scheduler subject).
+            try:
+                self.purge(scheduler)
+            except (StoreError, ValueError):
+                log.warning("JetStream: could not purge schedule %r of stream %r",
+                            scheduler, self.name)
         if reply and not self.cfg.get("no_ack"):
             # JetStream.send, inlined: this runs for every publish.
             self.js.outbox.append((self.account.name, reply, None, None,
@@ -812,6 +875,7 @@ class Stream:
             self.unsubscribe()
             self.subscribe()
         self.js.arm_expiry(self)
+        self.start_schedules()
 
     def expire(self) -> None:
         now = time.time_ns()
