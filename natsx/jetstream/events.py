@@ -109,6 +109,21 @@ class Events:
                      {"account": consumer.account_name, "stream": stream, "consumer": name,
                       "group": group, "reason": reason}, domain_before="group")
 
+    def batch_abandoned(self, account: str, stream: str, batch_id: str, reason: str) -> None:
+        """Go's sendStreamBatchAbandonedAdvisory: to the account (unless it is the system
+        account), then to the system account with the account's name."""
+        from natsx.server.accounts import system_account_name
+
+        subject = f"{ADV}STREAM.BATCH_ABANDONED.{stream}"
+        type_ = ADVISORY + "stream_batch_abandoned"
+        fields = {"stream": stream, "batch": batch_id, "reason": reason}
+        system = system_account_name(self.js.server.options)
+        if account != system:
+            self.publish(account, subject, type_, fields, domain_before="batch")
+        if system:
+            self.publish(system, subject, type_, {"account": account, **fields},
+                         domain_before="batch")
+
     # -- consumers -----------------------------------------------------------------------------
 
     def consumer_event(self, consumer, kind: str, event: dict) -> None:

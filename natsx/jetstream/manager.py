@@ -222,18 +222,20 @@ class Limits:
         if per > 0 and cfg.get("max_bytes", -1) > per:
             raise error("JSStreamMaxStreamBytesExceeded")
 
-    def check_store(self, stream: Stream, size: int):
+    def check_store(self, stream: Stream, size: int, pending: int = 0):
         """Go's processJetStreamMsg resource checks for a message of ``size`` bytes
-        (subject, headers and payload): the server's limit, then the account's."""
+        (subject, headers and payload): the server's limit, then the account's.
+        ``pending``: bytes about to be stored before it (the rest of an atomic batch,
+        natsx.jetstream.batching), counted as stored."""
         storage = stream.cfg["storage"]
         js = self.account.js
-        if js.limits_exceeded(storage):
+        if js.limits_exceeded(storage, pending):
             return error("JSInsufficientResourcesErr")
         limit = self.max_memory if storage == "memory" else self.max_storage
         if limit >= 0:
             # Go's memStoreMsgSize / fileStoreMsgSize; the account's bytes on every worker.
             size += 16 if storage == "memory" else 30
-            used = self.account.usage(storage)
+            used = self.account.usage(storage) + pending
             if used + size > limit:
                 return error("JSAccountResourcesExceededErr")
         return None
@@ -451,6 +453,7 @@ class Account:
         for name in list(stream.consumers):
             self.delete_consumer(stream, name, remove_files=False)
         stream.closed = True
+        stream.discard_batches()
         for feed in stream.feeds:
             feed.close()
         self._feeds_by_origin = None
@@ -890,6 +893,7 @@ class JetStream:
         for stream in list(account.streams.values()):
             stream.closed = True
             stream.stop_timers()
+            stream.discard_batches()
             stream.unsubscribe()
             self.unsubscribe_direct(stream)
             for c in list(stream.consumers.values()):
@@ -958,7 +962,7 @@ class JetStream:
         return sum(a.reserved_local(storage, exclude if a.name == account else "")
                    for a in self.accounts.values())
 
-    def limits_exceeded(self, storage: str) -> bool:
+    def limits_exceeded(self, storage: str, pending: int = 0) -> bool:
         """Go's js.limitsExceeded: the server stores more than its limit for ``storage``
         (summed over the workers). The other workers' figures are read once per batch
         (``flush`` forgets them), this worker's own is always current: a batch of
@@ -968,7 +972,7 @@ class JetStream:
         others = self._others_used.get(storage)
         if others is None:
             others = self._others_used[storage] = used.total(storage) - used[storage]
-        return others + used[storage] > self.server_limits._max(storage)
+        return others + used[storage] + pending > self.server_limits._max(storage)
 
     def _sync_all(self) -> None:
         """``sync_interval``: flush every file store's commits to disk, then re-arm."""

@@ -399,7 +399,7 @@ class MsgScheduling:
         due.sort()
         for seq, subject, target, hdr, payload in due:
             try:
-                self.stream.process_msg(target, None, hdr, payload)
+                self.stream.process_msg(target, None, hdr, payload, produced=True)
             except Exception:
                 log.exception("JetStream: scheduled message of stream %r failed",
                               self.stream.name)

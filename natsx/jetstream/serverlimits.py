@@ -21,7 +21,10 @@ shared table (natsx.server.mesh.PeerTable, ``JS_FIELDS``) and checks the sum:
   passed (at worst both refuse where Go's lock would let one in). After the stream
   operation ``publish`` writes the worker's real figures, which then hold the bytes;
 * a dead worker's slot is zeroed by the supervisor; its next incarnation publishes its
-  figures again as it recovers its accounts.
+  figures again as it recovers its accounts;
+* the atomic batches open in the worker's streams (natsx.jetstream.batching) are counted the
+  same way, so ``max_inflight_total`` limits the server's open batches, as Go's does: a
+  batch is reserved when it opens (``reserve_batch``) and released when it ends.
 
 Without a shared table (a worker run on its own) the figures are the worker's alone.
 
@@ -77,6 +80,9 @@ class ServerLimits:
         self.table = getattr(server, "peer_table", None)
         self.index = getattr(server, "worker_index", 0)
         self.used = Usage(self.table, self.index)
+        self.batches = 0        # atomic batches open in this worker's streams
+        if self.table is not None:
+            self.table.set_js(self.index, "batches", 0)
 
     def _max(self, storage: str) -> int:
         st = self.js.settings
@@ -112,6 +118,26 @@ class ServerLimits:
         if self.table is None:
             return not (held > limit or add > limit - held)
         return self.table.reserve_js(self.index, _field(kind, storage), held, add, limit)
+
+    # -- atomic batches ------------------------------------------------------------------------
+
+    def reserve_batch(self, limit: int) -> bool:
+        """Whether one more atomic batch may open under the server's ``limit`` of open batches
+        (Go's globalInflightBatches, natsx.jetstream.batching), counted over every worker as
+        a reservation: publish, fence, sum. On success it holds until ``release_batch``."""
+        if self.table is None:
+            if self.batches + 1 > limit:
+                return False
+        elif not self.table.reserve_js(self.index, "batches", self.batches, 1, limit):
+            return False
+        self.batches += 1
+        return True
+
+    def release_batch(self) -> None:
+        """An open batch was committed or abandoned."""
+        self.batches -= 1
+        if self.table is not None:
+            self.table.set_js(self.index, "batches", self.batches)
 
     def total(self, kind: str, storage: str) -> int:
         """The server's figure of ``kind`` (/jsz reserved_memory, reserved_storage)."""

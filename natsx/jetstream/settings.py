@@ -8,7 +8,7 @@ Theory of operation
 server's memory and file limits (when not configured, 75% of the machine's memory and 75% of
 the disk space available under the store directory, as in Go), the domain, the sync policy
 and the server limits that cap consumers and streams of every account (``max_ack_pending``,
-``max_request_batch``, ``duplicate_window``). Pure data: nothing here does I/O except reading
+``max_request_batch``, ``duplicate_window``) and atomic batches (``batch {}``). Pure data: nothing here does I/O except reading
 the machine's memory size and the free space once.
 
 natsx syncs every commit by default (``sync_always``), unlike Go's two-minute lazy sync:
@@ -50,6 +50,11 @@ class ServerLimits:
     max_request_batch: int = 0
     max_ha_assets: int = 0
     duplicates: int = 0              # ns
+    # ``limits { batch {} }``: atomic batch publish (natsx.jetstream.batching).
+    max_batch_inflight_per_stream: int = 0
+    max_batch_inflight_total: int = 0
+    max_batch_size: int = 0
+    max_batch_timeout: int = 0       # ns
 
 
 def _keyring(cfg: dict):
@@ -113,7 +118,13 @@ class Settings:
                    limits=ServerLimits(max_ack_pending=lim.get("max_ack_pending", 0) or 0,
                                        max_request_batch=lim.get("max_request_batch", 0) or 0,
                                        max_ha_assets=lim.get("max_ha_assets", 0) or 0,
-                                       duplicates=lim.get("duplicate_window", 0) or 0),
+                                       duplicates=lim.get("duplicate_window", 0) or 0,
+                                       max_batch_inflight_per_stream=lim.get(
+                                           "batch_max_inflight_per_stream", 0) or 0,
+                                       max_batch_inflight_total=lim.get(
+                                           "batch_max_inflight_total", 0) or 0,
+                                       max_batch_size=lim.get("batch_max_msgs", 0) or 0,
+                                       max_batch_timeout=lim.get("batch_timeout", 0) or 0),
                    keyring=_keyring(cfg))
 
     def to_json(self) -> dict:
@@ -139,5 +150,8 @@ class Settings:
         lim = self.limits
         out = {"max_request_batch": lim.max_request_batch,
                "max_ack_pending": lim.max_ack_pending, "max_ha_assets": lim.max_ha_assets,
-               "max_duplicate_window": lim.duplicates}
+               "max_duplicate_window": lim.duplicates,
+               "max_batch_inflight_per_stream": lim.max_batch_inflight_per_stream,
+               "max_batch_inflight_total": lim.max_batch_inflight_total,
+               "max_batch_size": lim.max_batch_size, "max_batch_timeout": lim.max_batch_timeout}
         return {k: v for k, v in out.items() if v}

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from natsx.jetstream.sourcefeed import ConsumerLink, external_label
 from natsx.jetstream.util import (SubjectTransform, add_headers, get_header, parse_rfc3339,
-                                  subject_matches)
+                                  remove_header_prefix, subject_matches)
 from natsx.storage import ErrSequenceMismatch, StoreError, crypt
 from natsx.storage.lmdbstore import LmdbReader
 
@@ -292,7 +292,8 @@ class Feed:
         return True
 
     def _store_sourced(self, subject: str, sm) -> None:
-        hdr = add_headers(sm.headers or None, [(
+        # Go: batching is not carried over by sourcing, its headers go.
+        hdr = add_headers(remove_header_prefix(sm.headers or None, b"Nats-Batch-"), [(
             b"Nats-Stream-Source", f"{self.label} {sm.seq}{self.hdr_tail}".encode())])
         self.target.store_sourced(subject, hdr, sm.payload)
 
@@ -339,8 +340,10 @@ class Feed:
             return
         if sm.seq > last + 1:
             store.skip_msgs(last + 1, sm.seq - last - 1)
+        # Go: batching is not carried over by mirroring, its headers go.
+        headers = remove_header_prefix(sm.headers, b"Nats-Batch-") or b""
         try:
-            store.store_raw(sm.seq, sm.ts, sm.subject, sm.headers, sm.payload)
+            store.store_raw(sm.seq, sm.ts, sm.subject, headers, sm.payload)
         except ErrSequenceMismatch:
             return
         except StoreError as exc:

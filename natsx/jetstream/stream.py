@@ -10,7 +10,8 @@ sizes), stored, and answered with a PubAck. Nothing leaves before it is durable:
 write of a batch opens a store transaction (``touch``), every PubAck and delivery is queued
 in the JetStream outbox, and ``JetStream.flush`` commits (one fsync per stream per batch:
 group commit) before it routes the outbox. A refused publish changes nothing and costs no
-sync.
+sync. A publish with ``Nats-Batch-Id`` belongs to an atomic batch (natsx.jetstream.batching):
+staged until its commit, then checked as a whole and stored here in one run.
 
 Configurations are plain dicts in their JSON shape; ``check_config`` is Go's
 ``checkStreamCfg`` (defaults and validation, same errors) and ``check_update`` is
@@ -245,6 +246,8 @@ def check_config(raw: dict, *, pedantic: bool = False, others=(), limits=None) -
             raise error("JSMirrorWithSubjectsErr")
         if cfg.get("sources"):
             raise error("JSMirrorWithSourcesErr")
+        if cfg.get("allow_atomic"):
+            raise error("JSMirrorWithAtomicPublishErr")
         if cfg.get("allow_msg_schedules"):
             raise error("JSMirrorWithMsgSchedulesErr")
     elif cfg.get("sources") and cfg.get("allow_msg_schedules"):
@@ -411,6 +414,8 @@ class Stream:
         # (natsx.jetstream.queues; ``group``: the raft group confirming the commits).
         self.ingest = IngestQueue(*ingest_limits(self.js.settings))
         self._group = getattr(store, "group", None)
+        # The open atomic batches (natsx.jetstream.batching), made by the first one.
+        self.batches = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -445,6 +450,19 @@ class Stream:
         """The consumers but the direct ones (mirrors' and sources' feeds), which Go
         neither lists nor counts."""
         return [name for name, c in self.consumers.items() if not c.cfg.get("direct")]
+
+    def batching(self):
+        """The stream's atomic batches (natsx.jetstream.batching)."""
+        if self.batches is None:
+            from natsx.jetstream.batching import Batches
+
+            self.batches = Batches(self)
+        return self.batches
+
+    def discard_batches(self) -> None:
+        """Drops every open atomic batch (the stream stops, or no longer allows them)."""
+        if self.batches is not None:
+            self.batches.discard_all()
 
     def touch(self) -> None:
         """Called before any write: opens this batch's store transaction."""
@@ -595,9 +613,18 @@ class Stream:
                                "stream": self.name, "seq": 0}, separators=(",", ":")).encode()
             self.js.send(self.account.name, reply, None, body, hdr=TOO_MANY_REQUESTS_HDR)
 
-    def process_msg(self, subject: str, reply, hdr, payload: bytes) -> None:
-        """Go's processJetStreamMsg for a publish on one of the stream's subjects."""
+    def process_msg(self, subject: str, reply, hdr, payload: bytes, batch=None,
+                    produced: bool = False) -> None:
+        """Go's processJetStreamMsg for a publish on one of the stream's subjects.
+        ``batch``: a message of a committed atomic batch (natsx.jetstream.batching), whose
+        consistency checks are done; the PubAck's tail (``,"batch":...,"count":...}``).
+        ``produced``: a message the stream makes itself (a schedule's), which Go hands to
+        processJetStreamMsg directly: batch headers it copied do not open a batch."""
         cfg = self.cfg
+        if batch is None and not produced and hdr and b"Nats-Batch-Id:" in hdr:
+            batch_id = get_header(hdr, b"Nats-Batch-Id")
+            if batch_id:
+                return self.batching().process(batch_id, subject, reply, hdr, payload)
         if cfg.get("sealed"):
             return self._respond_error(reply, error("JSStreamSealedErr"))
         if self.itr is not None:
@@ -608,7 +635,15 @@ class Stream:
         ttl = 0
         schedule = None
         scheduler = ""
-        if hdr:
+        if hdr and batch is not None:
+            # Checked with the whole batch at its commit (natsx.jetstream.batching).
+            from natsx.jetstream.batching import fields_of
+
+            ttl, msgid, rollup = fields_of(hdr)
+            if b"Nats-Schedule" in hdr:
+                schedule = schedules.get_schedule(hdr)[1]
+                scheduler = schedules.scheduler_to_purge(hdr)
+        elif hdr:
             if b"Nats-" in hdr:
                 expected = get_header(hdr, b"Nats-Expected-Stream")
                 if expected is not None and expected and expected.decode() != self.name:
@@ -700,7 +735,8 @@ class Stream:
         if cfg["retention"] == "interest" and not self._has_interest(subject):
             # No consumer wants it: the sequence is used up, nothing is stored.
             seq = store.skip_msg(no_interest=True)
-            self._after_store(subject, seq, time.time_ns(), msgid, rollup, reply, stored=False)
+            self._after_store(subject, seq, time.time_ns(), msgid, rollup, reply, stored=False,
+                              ack_tail=batch)
             return
         try:
             seq, ts = store.store_msg(subject, hdr or b"", payload, None, ttl or 0)
@@ -709,7 +745,7 @@ class Stream:
         except StoreError as exc:
             return self._respond_error(reply, error("JSStreamStoreFailedF", err=str(exc)))
         self._after_store(subject, seq, ts, msgid, rollup, reply, stored=True,
-                          scheduler=scheduler)
+                          scheduler=scheduler, ack_tail=batch)
         if schedule is not None and self.scheduling is not None:
             self.scheduling.add(seq, subject, schedule)
         if ttl and ttl > 0 and self.expiry_timer is not None:
@@ -732,7 +768,7 @@ class Stream:
                      hdr=add_headers(hdr or None, pairs))
 
     def _after_store(self, subject, seq, ts, msgid, rollup, reply, *, stored: bool,
-                     scheduler: str = "") -> None:
+                     scheduler: str = "", ack_tail: bytes | None = None) -> None:
         self.lmsgid = msgid
         if msgid:
             self.ddmap[msgid] = (seq, ts)
@@ -749,8 +785,9 @@ class Stream:
                             scheduler, self.name)
         if reply and not self.cfg.get("no_ack"):
             # JetStream.send, inlined: this runs for every publish.
-            self.js.outbox.append((self.account.name, reply, None, None,
-                                   self._pub_ack + b"%d}" % seq, None))
+            ack = self._pub_ack + b"%d}" % seq if ack_tail is None else \
+                self._pub_ack + b"%d" % seq + ack_tail
+            self.js.outbox.append((self.account.name, reply, None, None, ack, None))
         if stored:
             self.notify_stored(seq, subject)
 
@@ -867,6 +904,9 @@ class Stream:
 
     def update_config(self, cfg: dict) -> None:
         old = self.cfg
+        if not cfg.get("allow_atomic"):
+            # Go's update: turning atomic publish off deletes the batches in progress.
+            self.discard_batches()
         self.touch()
         self.store.update_config(store_config(cfg), time.time_ns())
         self.cfg = cfg

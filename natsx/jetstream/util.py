@@ -147,6 +147,16 @@ def remove_header(hdr: bytes | None, key: bytes) -> bytes | None:
     return b"\r\n".join(kept)
 
 
+def remove_header_prefix(hdr: bytes | None, prefix: bytes) -> bytes | None:
+    """Go's removeHeaderIfPrefixPresent: ``hdr`` without the headers whose name starts with
+    ``prefix``; None when nothing but the status line is left."""
+    if not hdr or prefix not in hdr:
+        return hdr
+    lines = hdr.split(b"\r\n")
+    out = b"\r\n".join(ln for i, ln in enumerate(lines) if i == 0 or not ln.startswith(prefix))
+    return out if len(out) > len(b"NATS/1.0\r\n\r\n") else None
+
+
 def status_headers(code: int, description: str, pairs=()) -> bytes:
     out = b"NATS/1.0 %d %s\r\n" % (code, description.encode())
     return out + b"".join(k + b": " + v + b"\r\n" for k, v in pairs) + b"\r\n"

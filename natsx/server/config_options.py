@@ -346,7 +346,10 @@ def _js_limits(p: _Processor, tk, v) -> dict:
                     if bname in ("max_inflight_per_stream", "max_inflight_total", "max_msgs"):
                         out["batch_" + bname] = _int(btk, bv)
                     elif bname == "timeout":
-                        out["batch_timeout"] = parse_go_duration(_str(btk, bv))
+                        try:
+                            out["batch_timeout"] = parse_go_duration(_str(btk, bv))
+                        except ValueError as exc:
+                            p.error(None, str(exc))     # Go: the bare ParseDuration error
                     else:
                         p.unknown(btk, bk)
             else:

@@ -85,9 +85,10 @@ _OFF_BEAT = 8
 _OFF_CONNS = 16
 # JetStream bytes a worker holds for the streams it runs (natsx.jetstream.serverlimits),
 # each an aligned int64 written by that worker alone: what its streams' ``max_bytes``
-# reserve, what they store, and what its accounts' limits reserve, per storage type.
+# reserve, what they store, and what its accounts' limits reserve, per storage type; and the
+# atomic batches its streams have open (natsx.jetstream.batching).
 JS_FIELDS = {"reserved_memory": 24, "reserved_file": 32, "used_memory": 40, "used_file": 48,
-             "account_memory": 56, "account_file": 64}
+             "account_memory": 56, "account_file": 64, "batches": 80}
 # TLS handshakes a worker started in the current second (natsx.server.tls_rate), one word.
 _OFF_TLS_RATE = 72
 _HELLO = b"hello"
