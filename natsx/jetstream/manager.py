@@ -1097,6 +1097,7 @@ class JetStream:
         due = stream.store.next_expiry()
         if due is None:
             return
+        due = max(due, stream.expiry_hold)     # a refused marker waits (Stream.expire)
         delay = max((due - time.time_ns()) / 1e9, 0.0) + 0.001
 
         def fire():

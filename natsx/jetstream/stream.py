@@ -6,7 +6,9 @@ A ``Stream`` owns one store (``LmdbStore`` for file storage, ``MemStore`` for me
 consumers. It subscribes, through the worker's internal client, to its subjects; every
 message published on them is checked the way Go's ``processJetStreamMsg`` checks it (sealed,
 ``Nats-Expected-*`` headers, ``Nats-Msg-Id`` duplicates within ``duplicate_window``, rollups,
-sizes), stored, and answered with a PubAck. Nothing leaves before it is durable: the first
+sizes), stored, and answered with a PubAck. On a counter stream (``allow_msg_counter``) a
+publish is a ``Nats-Incr`` increment, stored as the subject's new total, and so is what a
+source copies in (natsx.jetstream.counters). Nothing leaves before it is durable: the first
 write of a batch opens a store transaction (``touch``), every PubAck and delivery is queued
 in the JetStream outbox, and ``JetStream.flush`` commits (one fsync per stream per batch:
 group commit) before it routes the outbox. A refused publish changes nothing and costs no
@@ -25,12 +27,16 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from natsx.jetstream.counters import BROKEN as COUNTER_BROKEN
+from natsx.jetstream.counters import (big_str, counter_payload, counter_sources, counter_value,
+                                      lenient_int, marshal_sources, parse_incr)
 from natsx.jetstream.errors import ApiError, error
 from natsx.jetstream.queues import (TOO_MANY_REQUESTS_HDR, IngestQueue, ingest_limits,
                                     rate_limit_warn)
 from natsx.jetstream.util import (NS, SubjectTransform, add_headers, get_header, go_duration,
                                   is_subset_match, is_valid_name, is_valid_subject,
-                                  parse_go_duration, rfc3339, subject_matches, subjects_collide)
+                                  parse_go_duration, rfc3339, set_header, slice_header,
+                                  subject_matches, subjects_collide)
 from natsx.storage import (ErrMaxBytes, ErrMaxMsgs, ErrMaxMsgsPerSubject, ErrMsgTooLarge,
                            StoreConfig, StoreError)
 
@@ -46,6 +52,7 @@ MAX_REPLICAS = 5
 DEFAULT_DUPLICATE_WINDOW = 120 * NS
 MIN_WINDOW = 100_000_000  # 100ms
 MAX_HEADER_SIZE = 65535
+SDM_RETRY = 2 * NS      # a refused subject delete marker is tried again after this
 
 RETENTIONS = ("limits", "interest", "workqueue")
 DISCARDS = ("old", "new")
@@ -229,17 +236,20 @@ def check_config(raw: dict, *, pedantic: bool = False, others=(), limits=None) -
             raise _invalid("async persist mode is not supported with atomic batch publish")
 
     mirror = cfg.get("mirror")
-    if mirror or cfg.get("sources"):
-        from natsx.jetstream import sourcing
-
-        sourcing.validate(cfg, error)
     if mirror:
+        # Go's pre-checks of a mirror, before its filters and those of the sources.
         if cfg.get("first_seq"):
             raise error("JSMirrorWithFirstSeqErr")
         if cfg.get("subjects"):
             raise error("JSMirrorWithSubjectsErr")
         if cfg.get("sources"):
             raise error("JSMirrorWithSourcesErr")
+        if cfg.get("allow_msg_counter"):
+            raise error("JSMirrorWithCountersErr")
+    if mirror or cfg.get("sources"):
+        from natsx.jetstream import sourcing
+
+        sourcing.validate(cfg, error)
 
     subjects = list(cfg.get("subjects") or [])
     if not subjects:
@@ -332,6 +342,20 @@ def check_update(old: dict, raw: dict, *, pedantic: bool = False, others=(), lim
     return ordered(cfg)
 
 
+# process_msg: a Nats-Msg-Id seen within the duplicate window (Go's errMsgIdDuplicate).
+DUPLICATE = "msgid is duplicate"
+
+
+def _incr_conflicts(hdr: bytes) -> bool:
+    """Go's check of the headers an increment cannot come with (any of them with a value):
+    a rollup, an expected stream, last message id, last sequence, or last subject sequence
+    (with or without its subject)."""
+    return any(slice_header(hdr, key) for key in (
+        b"Nats-Rollup", b"Nats-Expected-Stream", b"Nats-Expected-Last-Msg-Id",
+        b"Nats-Expected-Last-Subject-Sequence-Subject", b"Nats-Expected-Last-Sequence",
+        b"Nats-Expected-Last-Subject-Sequence"))
+
+
 def store_config(cfg: dict) -> StoreConfig:
     return StoreConfig(
         subjects=tuple(cfg.get("subjects") or ()),
@@ -380,6 +404,7 @@ class Stream:
         self.ddmap: dict[str, tuple[int, int]] = {}   # msg id -> (seq, ts), oldest first
         self.lmsgid = ""
         self.expiry_timer = None
+        self.expiry_hold = 0            # no expiry before this (ns): a marker was refused
         self.feeds: list = []           # mirror/sources copying into this stream
         # Go's mset.pubAck prefix (with the domain when the server has one).
         if self.js.domain:
@@ -403,9 +428,9 @@ class Stream:
         self.rtr = SubjectTransform(rp.get("src", ""), rp.get("dest", "")) if rp else None
         # A publish with no Nats- header is stored by ``_on_publish_run`` itself on a
         # stream where process_msg would only check sizes and store: nothing to transform,
-        # republish or test for interest, not sealed.
+        # republish or test for interest, not sealed, not a counter (which refuses it).
         self._plain = (self.itr is None and self.rtr is None and not cfg.get("sealed")
-                       and cfg["retention"] != "interest")
+                       and cfg["retention"] != "interest" and not cfg.get("allow_msg_counter"))
         self._max_msg_size = cfg.get("max_msg_size", -1)
         self._acks = not cfg.get("no_ack")
         self._expires = bool(cfg.get("max_age") or cfg.get("allow_msg_ttl"))
@@ -469,11 +494,12 @@ class Stream:
         if reply and not self.cfg.get("no_ack"):
             self.js.send(self.account.name, reply, None, body)
 
-    def _respond_error(self, reply, err: ApiError) -> None:
+    def _respond_error(self, reply, err: ApiError) -> ApiError:
         if reply and not self.cfg.get("no_ack"):
             body = json.dumps({"error": err.to_json(), "stream": self.name, "seq": 0},
                               separators=(",", ":")).encode()
             self.js.send(self.account.name, reply, None, body)
+        return err
 
     def _on_publish(self, subject: bytes, reply, hdr, payload: bytes, publisher) -> None:
         self._on_publish_run(((None, subject, reply, hdr, payload, publisher, None),))
@@ -555,19 +581,39 @@ class Stream:
                                "stream": self.name, "seq": 0}, separators=(",", ":")).encode()
             self.js.send(self.account.name, reply, None, body, hdr=TOO_MANY_REQUESTS_HDR)
 
-    def process_msg(self, subject: str, reply, hdr, payload: bytes) -> None:
-        """Go's processJetStreamMsg for a publish on one of the stream's subjects."""
+    def process_msg(self, subject: str, reply, hdr, payload: bytes, *, sourced: bool = False):
+        """Go's processJetStreamMsg for a publish on one of the stream's subjects, or
+        (``sourced``) a message a source copies in (natsx.jetstream.sourcing, for counter
+        streams). Returns None when the message was stored (or used up a sequence), else
+        what refused it (an ApiError, or DUPLICATE)."""
         cfg = self.cfg
         if cfg.get("sealed"):
             return self._respond_error(reply, error("JSStreamSealedErr"))
         if self.itr is not None:
             subject = self.itr.apply(subject) or subject
         store = self.store
+        counter = cfg.get("allow_msg_counter")
         msgid = ""
         rollup = b""
         ttl = 0
+        incr = None
         if hdr:
             if b"Nats-" in hdr:
+                # Counter increments (Go's getMessageIncr): only on counter streams, with
+                # no payload and none of the headers that would make them conditional. A
+                # sourced message is stored as it comes.
+                incr_hdr = slice_header(hdr, b"Nats-Incr")
+                if incr_hdr:
+                    incr = parse_incr(incr_hdr)
+                    if incr is None:
+                        return self._respond_error(reply, error("JSMessageIncrInvalidErr"))
+                    if not sourced:
+                        if not counter:
+                            return self._respond_error(reply, error("JSMessageIncrDisabledErr"))
+                        if payload:
+                            return self._respond_error(reply, error("JSMessageIncrPayloadErr"))
+                        if _incr_conflicts(hdr):
+                            return self._respond_error(reply, error("JSMessageIncrInvalidErr"))
                 expected = get_header(hdr, b"Nats-Expected-Stream")
                 if expected is not None and expected and expected.decode() != self.name:
                     return self._respond_error(reply, error("JSStreamNotMatchErr"))
@@ -576,11 +622,9 @@ class Stream:
                     try:
                         ttl = parse_ttl(ttl_hdr)
                     except ValueError:
-                        ttl = None
-                    if ttl != 0 and not cfg.get("allow_msg_ttl"):
+                        ttl = None      # refused below, after the limits (as Go does)
+                    if not sourced and ttl and not cfg.get("allow_msg_ttl"):
                         return self._respond_error(reply, error("JSMessageTTLDisabledErr"))
-                    if ttl is None:
-                        return self._respond_error(reply, error("JSMessageTTLInvalidErr"))
                 last_subj_seq = get_header(hdr, b"Nats-Expected-Last-Subject-Sequence")
                 if last_subj_seq is not None:
                     seq_subject = get_header(hdr, b"Nats-Expected-Last-Subject-Sequence-Subject")
@@ -616,7 +660,7 @@ class Stream:
                     if dde is not None:
                         if reply and not cfg.get("no_ack"):
                             self._respond(reply, self._pub_ack + b"%d,\"duplicate\": true}" % dde)
-                        return
+                        return DUPLICATE
                 last_id = get_header(hdr, b"Nats-Expected-Last-Msg-Id")
                 if last_id is not None and last_id and last_id.decode() != self.lmsgid:
                     return self._respond_error(
@@ -630,6 +674,14 @@ class Stream:
                         return self._respond_error(reply, error(
                             "JSStreamRollupFailedF",
                             err=f"rollup value invalid: {json.dumps(rollup.decode())}"))
+        val = None
+        if counter:
+            if incr is None:
+                return self._respond_error(reply, error("JSMessageIncrMissingErr"))
+            applied = self._apply_incr(subject, hdr, payload, incr)
+            if isinstance(applied, ApiError):
+                return self._respond_error(reply, applied)
+            hdr, payload, val = applied
         max_size = cfg.get("max_msg_size", -1)
         hl = len(hdr) if hdr else 0
         if max_size >= 0 and (hl > max_size or len(payload) > max_size - hl):
@@ -651,16 +703,69 @@ class Stream:
             # No consumer wants it: the sequence is used up, nothing is stored.
             seq = store.skip_msg(no_interest=True)
             self._after_store(subject, seq, time.time_ns(), msgid, rollup, reply, stored=False)
-            return
+            return None
+        if ttl is None:
+            return self._respond_error(reply, error("JSMessageTTLInvalidErr"))
         try:
             seq, ts = store.store_msg(subject, hdr or b"", payload, None, ttl or 0)
         except (ErrMaxMsgs, ErrMaxBytes, ErrMaxMsgsPerSubject, ErrMsgTooLarge) as exc:
             return self._respond_error(reply, error("JSStreamStoreFailedF", err=str(exc)))
         except StoreError as exc:
             return self._respond_error(reply, error("JSStreamStoreFailedF", err=str(exc)))
-        self._after_store(subject, seq, ts, msgid, rollup, reply, stored=True)
+        self._after_store(subject, seq, ts, msgid, rollup, reply, stored=True, val=val)
         if self.rtr is not None:
             self._republish(subject, seq, ts, hdr, payload, republish_last)
+        return None
+
+    def _apply_incr(self, subject: str, hdr: bytes, payload: bytes, incr: int):
+        """The counter message to store for increment ``incr`` on ``subject`` (Go's
+        processJetStreamMsg, "Apply increment for counter"): (headers, payload, total text),
+        or the ApiError refusing it. A sourced message (it has ``Nats-Stream-Source``)
+        carries its origin's total instead: what is added is its difference with the last
+        total taken from that origin and subject, kept in ``Nats-Counter-Sources``."""
+        total = 0
+        sources = None
+        try:
+            last = self.store.load_last_msg(subject)
+        except StoreError:
+            last = None
+        if last is not None:
+            text = counter_value(last.payload)
+            if text is None:
+                return error("JSMessageCounterBrokenErr")
+            ncs = slice_header(last.headers, b"Nats-Counter-Sources")
+            if ncs:
+                sources = counter_sources(ncs)
+                if sources is COUNTER_BROKEN:
+                    return error("JSMessageCounterBrokenErr")
+            total = lenient_int(text)
+        src = slice_header(hdr, b"Nats-Stream-Source")
+        if src:
+            fields = src.decode("utf-8", "surrogateescape").split(" ")
+            origin = fields[0]
+            origin_subject = fields[4] if len(fields) >= 5 else subject
+            text = counter_value(payload)
+            if text is None:
+                return error("JSMessageCounterBrokenErr")
+            value = lenient_int(text)
+            if sources is None:
+                sources = {}
+            per_subject = sources.get(origin)
+            if per_subject is None:
+                per_subject = sources[origin] = {}
+            previous = per_subject.get(origin_subject, "")
+            per_subject[origin_subject] = big_str(value)
+            incr = value - lenient_int(previous)
+            hdr = set_header(hdr, b"Nats-Incr", big_str(incr).encode())
+        total += incr
+        val = big_str(total)
+        payload = counter_payload(val)
+        if sources:
+            hdr = set_header(hdr, b"Nats-Counter-Sources", marshal_sources(sources))
+        max_payload = self.js.server.options.max_payload
+        if len(hdr) > max_payload or len(payload) > max_payload - len(hdr):
+            return error("JSStreamMessageExceedsMaximumErr")
+        return hdr, payload, val
 
     def _republish(self, subject, seq, ts, hdr, payload, last) -> None:
         dest = self.rtr.apply(subject)
@@ -675,7 +780,8 @@ class Stream:
         self.js.send(self.account.name, dest.encode(), None, payload,
                      hdr=add_headers(hdr or None, pairs))
 
-    def _after_store(self, subject, seq, ts, msgid, rollup, reply, *, stored: bool) -> None:
+    def _after_store(self, subject, seq, ts, msgid, rollup, reply, *, stored: bool,
+                     val: str | None = None) -> None:
         self.lmsgid = msgid
         if msgid:
             self.ddmap[msgid] = (seq, ts)
@@ -683,9 +789,11 @@ class Stream:
         if rollup and stored:
             self.purge(subject if rollup == b"sub" else "", seq, 0)
         if reply and not self.cfg.get("no_ack"):
-            # JetStream.send, inlined: this runs for every publish.
-            self.js.outbox.append((self.account.name, reply, None, None,
-                                   self._pub_ack + b"%d}" % seq, None))
+            # JetStream.send, inlined: this runs for every publish. A counter's PubAck
+            # adds its new total (Go: fmt.Sprintf(",\"val\":%q}", ...)).
+            ack = self._pub_ack + (b"%d}" % seq if val is None else
+                                   b'%d,"val":"%s"}' % (seq, val.encode("ascii")))
+            self.js.outbox.append((self.account.name, reply, None, None, ack, None))
         if stored:
             self.notify_stored(seq, subject)
 
@@ -822,15 +930,21 @@ class Stream:
         # that removes it) instead of vanishing; everything else simply goes.
         marker = (b"NATS/1.0\r\nNats-Marker-Reason: MaxAge\r\nNats-TTL: %s\r\n"
                   b"Nats-Rollup: sub\r\n\r\n" % go_duration(sdm).encode())
+        refused = False
         for seq, subject, is_marker in self._due(now):
             try:
                 last = self.store.load_last_msg(subject).seq
             except StoreError:
                 continue
             if last == seq and not is_marker:
-                self.process_msg(subject, None, marker, b"")
+                # A refused marker (a counter stream refuses it, as Go's does: it has no
+                # Nats-Incr) leaves the message in place; Go proposes it again at most
+                # every two seconds (fileStore.shouldProcessSdm), so the expiry waits.
+                if self.process_msg(subject, None, marker, b"") is not None:
+                    refused = True
             else:
                 self.store.remove_msg(seq)
+        self.expiry_hold = now + SDM_RETRY if refused else 0
 
     def _due(self, now: int) -> list:
         """Messages past max_age or their Nats-TTL (a scan: streams with markers only)."""
