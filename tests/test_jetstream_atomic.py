@@ -574,3 +574,35 @@ def test_a_schedule_in_a_batch_is_checked_stored_and_fires(server):
         assert fired.headers["Nats-Batch-Id"] == "good"
         await nc.close()
     run(main())
+
+
+# ---------------------------------------------------------------------------------- counters
+
+def test_counter_increments_in_a_batch_add_up_at_the_commit(server):
+    """Go 2.12 applies a batch's ``Nats-Incr`` at the commit, on a running total of the
+    batch's earlier increments of the subject; one without an increment, on a counter
+    stream, abandons the whole batch (10169)."""
+    async def main():
+        nc, js = await session(server)
+        s = stream_name(1)
+        created = json.loads((await nc.request(f"$JS.API.STREAM.CREATE.{s}", json.dumps(
+            {"name": s, "subjects": [f"{s}.*"], "allow_atomic": True,
+             "allow_msg_counter": True}).encode(), timeout=3)).data)
+        assert "error" not in created, created
+        await nc.request(f"{s}.a", b"", headers={"Nats-Incr": "10"}, timeout=3)
+        err(await send_batch(nc, "bad", [(f"{s}.a", b"", {"Nats-Incr": "1"}),
+                                         (f"{s}.a", b"", {})]), 10169)
+        err(await send_batch(nc, "bad2", [(f"{s}.a", b"x", {"Nats-Incr": "1"})]), 10170)
+        await assert_unchanged(js, s, 1, 1)
+        ack = await send_batch(nc, "inc", [(f"{s}.a", b"", {"Nats-Incr": "5"}),
+                                           (f"{s}.b", b"", {"Nats-Incr": "-2"}),
+                                           (f"{s}.a", b"", {"Nats-Incr": "+100"})])
+        assert ack == {"stream": s, "seq": 4, "batch": "inc", "count": 3}
+        values = [json.loads((await js.get_msg(s, seq)).data) for seq in (2, 3, 4)]
+        assert values == [{"val": "15"}, {"val": "-2"}, {"val": "115"}]
+        # And a lone increment after it goes on from the batch's total.
+        r = json.loads((await nc.request(f"{s}.a", b"", headers={"Nats-Incr": "1"},
+                                         timeout=3)).data)
+        assert r == {"stream": s, "seq": 5, "val": "116"}
+        await nc.close()
+    run(main())

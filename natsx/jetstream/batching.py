@@ -61,7 +61,7 @@ import json
 
 from natsx.jetstream import schedules
 from natsx.jetstream.errors import ApiError, error
-from natsx.jetstream.stream import MAX_HEADER_SIZE, parse_ttl
+from natsx.jetstream.stream import MAX_HEADER_SIZE, check_incr, parse_ttl
 from natsx.jetstream.util import get_header
 from natsx.server.trace import go_quote
 from natsx.storage import ErrMaxBytes, ErrMaxMsgs, ErrMaxMsgsPerSubject, ErrMsgTooLarge, StoreError
@@ -268,6 +268,8 @@ class Batches:
         per_subject_new = discard_new and cfg.get("discard_new_per_subject") and max_per > 0
         check_store = stream.account.limits.check_store
         msgids: set = set()
+        counter = cfg.get("allow_msg_counter")
+        counters: dict[str, tuple] = {}    # subject -> the batch's last counter message on it
         inflight: dict[str, list] = {}     # subject -> [bytes, messages] of the batch so far
         expected: dict[str, int] = {}      # Nats-Expected-Last-Subject-Sequence checked
         pending = 0                        # bytes of the batch before this message
@@ -284,6 +286,10 @@ class Batches:
                 return error("JSStreamStoreFailedF", err=str(ErrMsgTooLarge()))
             if hl > MAX_HEADER_SIZE:
                 return error("JSStreamHeaderExceedsMaximumErr")
+            try:
+                incr = check_incr(cfg, hdr, payload)
+            except ApiError as exc:
+                return exc
             sname = get_header(hdr, b"Nats-Expected-Stream")
             if sname and sname.decode("utf-8", "surrogateescape") != stream.name:
                 return error("JSStreamNotMatchErr")
@@ -304,6 +310,21 @@ class Batches:
                         stream._check_msgid(mid.decode("utf-8", "replace")) is not None:
                     return error("JSAtomicPublishContainsDuplicateMessageErr")
                 msgids.add(mid)
+            if counter:
+                # The increment is applied here, on the running total of the batch's earlier
+                # messages on the subject, and the message stored as it then is (Go's
+                # checkMsgHeadersPreClusteredProposal).
+                if incr is None:
+                    return error("JSMessageIncrMissingErr")
+                applied = stream._apply_incr(subject, hdr, payload, incr,
+                                             staged=counters.get(subject))
+                if isinstance(applied, ApiError):
+                    return applied
+                hdr, payload, _total = applied
+                counters[subject] = (hdr, payload)
+                msgs[i] = (raw_subject, hdr, payload)
+                hl = len(hdr)
+                size = msg_size(subject_len(subject), hl, len(payload))
 
             els = get_header(hdr, b"Nats-Expected-Last-Sequence")
             if els:

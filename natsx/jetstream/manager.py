@@ -1110,6 +1110,7 @@ class JetStream:
         if due is None:
             return
         stream.expiry_due = due
+        due = max(due, stream.expiry_hold)     # a refused marker waits (Stream.expire)
         delay = max((due - time.time_ns()) / 1e9, 0.0) + 0.001
 
         def fire():

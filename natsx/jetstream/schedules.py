@@ -46,7 +46,9 @@ import re
 import time
 
 from natsx.jetstream.errors import error
-from natsx.jetstream.util import NS, is_valid_literal_subject, parse_go_duration, subjects_collide
+from natsx.jetstream.util import (NS, gen_header, is_valid_literal_subject, parse_go_duration,
+                                  remove_header_if_prefix_present, remove_header_if_present,
+                                  slice_header, subjects_collide)
 from natsx.storage import StoreError
 
 log = logging.getLogger("natsx")
@@ -60,67 +62,6 @@ SCHEDULE_NEXT_PURGE = b"purge"
 
 #: Go's resetTimer floor: the scheduler never fires sooner than this after being armed.
 MIN_FIRE_NS = 250_000_000
-
-
-# ----------------------------------------------------------------------------- headers (Go's)
-
-def slice_header(hdr: bytes | None, key: bytes) -> bytes | None:
-    """Go's sliceHeader: the first ``key:`` in the block, which must start a line; leading
-    spaces of the value skipped, nothing else trimmed. None when absent."""
-    if not hdr:
-        return None
-    needle = key + b":"
-    i = hdr.find(needle)
-    n = len(hdr)
-    if i < 2 or i >= n - 1 or hdr[i - 1:i] != b"\n" or hdr[i - 2:i - 1] != b"\r":
-        return None
-    i += len(needle)
-    if i >= n:
-        return None
-    while i < n and hdr[i] == 0x20:
-        i += 1
-    end = hdr.find(b"\r\n", i)
-    return hdr[i:] if end < 0 else hdr[i:end]
-
-
-def remove_header(hdr: bytes | None, key: bytes) -> bytes | None:
-    """Go's removeHeaderIfPresent: drops the line of the first ``key:``, if it starts one."""
-    if not hdr:
-        return hdr
-    start = hdr.find(key + b":")
-    if start < 1 or hdr[start - 1:start] != b"\n":
-        return hdr
-    end = hdr.find(b"\r\n", start)
-    if end < 0:
-        return hdr
-    hdr = hdr[:start] + hdr[end + 2:]
-    return None if len(hdr) <= len(b"NATS/1.0\r\n\r\n") else hdr
-
-
-def remove_header_prefix(hdr: bytes | None, prefix: bytes) -> bytes | None:
-    """Go's removeHeaderIfPrefixPresent: drops every line starting with ``prefix``, until an
-    occurrence of it that does not start a line."""
-    index = 0
-    while hdr and index < len(hdr):
-        start = hdr.find(prefix, index)
-        if start < 0:
-            return hdr
-        index = start
-        if index < 1 or hdr[index - 1:index] != b"\n":
-            return hdr
-        end = hdr.find(b"\r\n", index + len(prefix))
-        if end < 0:
-            return hdr
-        hdr = hdr[:index] + hdr[end + 2:]
-        if len(hdr) <= len(b"NATS/1.0\r\n\r\n"):
-            return None
-    return hdr
-
-
-def gen_header(hdr: bytes | None, key: bytes, value: bytes) -> bytes:
-    """Go's genHeader: ``key: value`` appended to the block (or to a new one)."""
-    base = hdr[:-2] if hdr and len(hdr) > 2 else b"NATS/1.0\r\n"
-    return base + key + b": " + value.strip() + b"\r\n\r\n"
 
 
 # ----------------------------------------------------------------------------- times (Go's)
@@ -264,12 +205,12 @@ def check_publish(cfg: dict, subject: str, hdr: bytes) -> tuple[bytes, int | Non
 def produce(subject: str, hdr: bytes | None, ttl: bytes) -> bytes:
     """The headers of the message a schedule on ``subject`` produces (Go's
     getScheduledMessages)."""
-    hdr = remove_header(hdr, SCHEDULE)
-    hdr = remove_header_prefix(hdr, b"Nats-Schedule-")
-    hdr = remove_header_prefix(hdr, b"Nats-Expected-")
-    hdr = remove_header(hdr, b"Nats-Msg-Id")
-    hdr = remove_header(hdr, b"Nats-TTL")
-    hdr = remove_header(hdr, b"Nats-Rollup")
+    hdr = remove_header_if_present(hdr, SCHEDULE)
+    hdr = remove_header_if_prefix_present(hdr, b"Nats-Schedule-")
+    hdr = remove_header_if_prefix_present(hdr, b"Nats-Expected-")
+    hdr = remove_header_if_present(hdr, b"Nats-Msg-Id")
+    hdr = remove_header_if_present(hdr, b"Nats-TTL")
+    hdr = remove_header_if_present(hdr, b"Nats-Rollup")
     hdr = gen_header(hdr, SCHEDULER, subject.encode("utf-8", "surrogateescape"))
     hdr = gen_header(hdr, SCHEDULE_NEXT, SCHEDULE_NEXT_PURGE)
     if ttl:

@@ -247,6 +247,13 @@ class ConsumerLink:
                                     payload=payload, seq=sseq, ts=ts))
         self.feed.signal()
 
+    def hold(self, seq: int) -> None:
+        """The target refused origin message ``seq``: drop this consumer and make a new one
+        from ``seq`` in RETRY seconds."""
+        self.queue = []
+        self.sseq = max(seq - 1, 0)
+        self.retry(RETRY)
+
     def take(self) -> list:
         queue, self.queue = self.queue, []
         return queue

@@ -29,9 +29,12 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from natsx.jetstream.sourcefeed import ConsumerLink, external_label
+from natsx.jetstream.errors import ApiError
+from natsx.jetstream.queues import rate_limit_warn
+from natsx.jetstream.sourcefeed import RETRY, ConsumerLink, external_label
 from natsx.jetstream.util import (SubjectTransform, add_headers, get_header, parse_rfc3339,
-                                  remove_header_prefix, subject_matches)
+                                  remove_header_if_prefix_present, remove_header_if_present,
+                                  subject_matches)
 from natsx.storage import ErrSequenceMismatch, StoreError, crypt
 from natsx.storage.lmdbstore import LmdbReader
 
@@ -177,6 +180,7 @@ class Feed:
         self.poll_timer = None
         self.link = None            # a ConsumerLink when fed through a consumer
         self.external = spec.get("external") or None
+        self.held_until = 0.0       # monotonic time a refused message is retried (_hold)
 
     def close(self) -> None:
         self.closed = True
@@ -263,6 +267,8 @@ class Feed:
             return
         if not self.next_seq:
             self.next_seq = self._resume(origin)
+        if self.held_until:
+            return      # a refused message waits for its retry (_hold)
         ostore = origin.store
         copied = 0
         while copied < BATCH:
@@ -270,32 +276,75 @@ class Feed:
                 sm, seq = ostore.load_next_msg("", start=self.next_seq)
             except StoreError:
                 break
+            done = self._copy(sm)
+            if done < 0:
+                self._hold(seq)
+                break
             self.next_seq = seq + 1
-            copied += self._copy(sm)
+            copied += done
         if copied:
             self.last_active = time.time_ns()
+        if self.held_until:
+            return
         if copied >= BATCH:
             self.signal()
         elif isinstance(origin, _RemoteOrigin):
             self._poll()
 
-    def _copy(self, sm) -> bool:
-        """Store one origin message in the target (mapped; False when filtered out)."""
+    def _copy(self, sm) -> int:
+        """Store one origin message in the target (mapped): 1, 0 when filtered out, -1 when
+        the target refused it (a counter stream: then the feed holds there, see _hold)."""
         subject = self._map(sm.subject)
         if subject is None:
-            return False
+            return 0
         self.target.touch()
         if self.mirror:
             self._store_mirrored(sm)
-        else:
-            self._store_sourced(subject, sm)
-        return True
+        elif not self._store_sourced(subject, sm):
+            return -1
+        return 1
 
-    def _store_sourced(self, subject: str, sm) -> None:
-        # Go: batching is not carried over by sourcing, its headers go.
-        hdr = add_headers(remove_header_prefix(sm.headers or None, b"Nats-Batch-"), [(
-            b"Nats-Stream-Source", f"{self.label} {sm.seq}{self.hdr_tail}".encode())])
-        self.target.store_sourced(subject, hdr, sm.payload)
+    def _store_sourced(self, subject: str, sm) -> bool:
+        """Go's processInboundSourceMsg: a daisy-chained message loses its previous
+        ``Nats-Stream-Source``, ``Nats-Expected-*`` and ``Nats-Batch-*``; the new source
+        header names the origin, its sequence, the filter, the destination and (2.12) the
+        origin subject. A counter stream takes it through its publish checks
+        (Stream.process_msg, ``sourced``: Go's path, which adds up the totals); False when
+        it refused it."""
+        hdr = sm.headers or None
+        if hdr:
+            hdr = remove_header_if_present(hdr, b"Nats-Stream-Source")
+            hdr = remove_header_if_prefix_present(hdr, b"Nats-Expected-")
+            hdr = remove_header_if_prefix_present(hdr, b"Nats-Batch-")
+        hdr = add_headers(hdr, [(b"Nats-Stream-Source",
+                                 f"{self.label} {sm.seq}{self.hdr_tail} {sm.subject}".encode())])
+        target = self.target
+        if not target.cfg.get("allow_msg_counter"):
+            target.store_sourced(subject, hdr, sm.payload)
+            return True
+        err = target.process_msg(subject, None, hdr, sm.payload, sourced=True)
+        if err is None:
+            return True
+        if isinstance(err, ApiError):
+            err = f"{err.description} ({err.err_code})"     # Go's ApiError.Error()
+        rate_limit_warn("Error processing inbound source %s for '%s' > '%s': %s" % (
+            json.dumps(self.iname), target.account.name, target.name, err))
+        return False
+
+    def _hold(self, seq: int) -> None:
+        """The target refused origin message ``seq``: copy nothing more, and try it again in
+        RETRY seconds (Go retries the source consumer from the last message it stored)."""
+        if self.link is not None:
+            self.link.hold(seq)
+            return
+        self.held_until = time.monotonic() + RETRY
+        self.next_seq = seq
+
+        def fire():
+            self.held_until = 0.0
+            if not self.closed and not self.target.closed:
+                self.signal()
+        self.target.js.call_later(RETRY, fire)
 
     def _take_linked(self) -> None:
         """Store what the origin's consumer delivered, then answer its flow control."""
@@ -305,8 +354,12 @@ class Feed:
             if type(item) is tuple:
                 link.answer(item[1])
                 continue
+            done = self._copy(item)
+            if done < 0:
+                self._hold(item.seq)    # the rest comes again from the new consumer
+                break
             self.next_seq = item.seq + 1
-            copied += self._copy(item)
+            copied += done
         if copied:
             self.last_active = time.time_ns()
 
@@ -341,7 +394,7 @@ class Feed:
         if sm.seq > last + 1:
             store.skip_msgs(last + 1, sm.seq - last - 1)
         # Go: batching is not carried over by mirroring, its headers go.
-        headers = remove_header_prefix(sm.headers, b"Nats-Batch-") or b""
+        headers = remove_header_if_prefix_present(sm.headers, b"Nats-Batch-") or b""
         try:
             store.store_raw(sm.seq, sm.ts, sm.subject, headers, sm.payload)
         except ErrSequenceMismatch:

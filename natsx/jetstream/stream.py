@@ -6,7 +6,9 @@ A ``Stream`` owns one store (``LmdbStore`` for file storage, ``MemStore`` for me
 consumers. It subscribes, through the worker's internal client, to its subjects; every
 message published on them is checked the way Go's ``processJetStreamMsg`` checks it (sealed,
 ``Nats-Expected-*`` headers, ``Nats-Msg-Id`` duplicates within ``duplicate_window``, rollups,
-sizes), stored, and answered with a PubAck. Nothing leaves before it is durable: the first
+sizes), stored, and answered with a PubAck. On a counter stream (``allow_msg_counter``) a
+publish is a ``Nats-Incr`` increment, stored as the subject's new total, and so is what a
+source copies in (natsx.jetstream.counters). Nothing leaves before it is durable: the first
 write of a batch opens a store transaction (``touch``), every PubAck and delivery is queued
 in the JetStream outbox, and ``JetStream.flush`` commits (one fsync per stream per batch:
 group commit) before it routes the outbox. A refused publish changes nothing and costs no
@@ -27,12 +29,16 @@ import time
 from typing import TYPE_CHECKING
 
 from natsx.jetstream import schedules
+from natsx.jetstream.counters import BROKEN as COUNTER_BROKEN
+from natsx.jetstream.counters import (big_str, counter_payload, counter_sources, counter_value,
+                                      lenient_int, marshal_sources, parse_incr)
 from natsx.jetstream.errors import ApiError, error
 from natsx.jetstream.queues import (TOO_MANY_REQUESTS_HDR, IngestQueue, ingest_limits,
                                     rate_limit_warn)
 from natsx.jetstream.util import (NS, SubjectTransform, add_headers, get_header, go_duration,
                                   is_subset_match, is_valid_name, is_valid_subject,
-                                  parse_go_duration, rfc3339, subject_matches, subjects_collide)
+                                  parse_go_duration, rfc3339, set_header, slice_header,
+                                  subject_matches, subjects_collide)
 from natsx.storage import (ErrMaxBytes, ErrMaxMsgs, ErrMaxMsgsPerSubject, ErrMsgTooLarge,
                            StoreConfig, StoreError)
 
@@ -48,6 +54,7 @@ MAX_REPLICAS = 5
 DEFAULT_DUPLICATE_WINDOW = 120 * NS
 MIN_WINDOW = 100_000_000  # 100ms
 MAX_HEADER_SIZE = 65535
+SDM_RETRY = 2 * NS      # a refused subject delete marker is tried again after this
 
 RETENTIONS = ("limits", "interest", "workqueue")
 DISCARDS = ("old", "new")
@@ -240,12 +247,15 @@ def check_config(raw: dict, *, pedantic: bool = False, others=(), limits=None) -
     mirror = cfg.get("mirror")
     # Go's order: these mirror checks, then the mirror's own, then the sources'.
     if mirror:
+        # Go's pre-checks of a mirror, before its filters and those of the sources.
         if cfg.get("first_seq"):
             raise error("JSMirrorWithFirstSeqErr")
         if cfg.get("subjects"):
             raise error("JSMirrorWithSubjectsErr")
         if cfg.get("sources"):
             raise error("JSMirrorWithSourcesErr")
+        if cfg.get("allow_msg_counter"):
+            raise error("JSMirrorWithCountersErr")
         if cfg.get("allow_atomic"):
             raise error("JSMirrorWithAtomicPublishErr")
         if cfg.get("allow_msg_schedules"):
@@ -350,6 +360,40 @@ def check_update(old: dict, raw: dict, *, pedantic: bool = False, others=(), lim
     return ordered(cfg)
 
 
+# process_msg: a Nats-Msg-Id seen within the duplicate window (Go's errMsgIdDuplicate).
+DUPLICATE = "msgid is duplicate"
+
+
+def check_incr(cfg: dict, hdr: bytes, payload: bytes, sourced: bool = False) -> int | None:
+    """A publish's counter increment (Go's getMessageIncr and its checks): None without
+    ``Nats-Incr``; only on counter streams, with no payload and none of the headers that
+    would make it conditional. A sourced message is taken as it comes. Raises ApiError."""
+    incr_hdr = slice_header(hdr, b"Nats-Incr")
+    if not incr_hdr:
+        return None
+    incr = parse_incr(incr_hdr)
+    if incr is None:
+        raise error("JSMessageIncrInvalidErr")
+    if not sourced:
+        if not cfg.get("allow_msg_counter"):
+            raise error("JSMessageIncrDisabledErr")
+        if payload:
+            raise error("JSMessageIncrPayloadErr")
+        if _incr_conflicts(hdr):
+            raise error("JSMessageIncrInvalidErr")
+    return incr
+
+
+def _incr_conflicts(hdr: bytes) -> bool:
+    """Go's check of the headers an increment cannot come with (any of them with a value):
+    a rollup, an expected stream, last message id, last sequence, or last subject sequence
+    (with or without its subject)."""
+    return any(slice_header(hdr, key) for key in (
+        b"Nats-Rollup", b"Nats-Expected-Stream", b"Nats-Expected-Last-Msg-Id",
+        b"Nats-Expected-Last-Subject-Sequence-Subject", b"Nats-Expected-Last-Sequence",
+        b"Nats-Expected-Last-Subject-Sequence"))
+
+
 def store_config(cfg: dict) -> StoreConfig:
     return StoreConfig(
         subjects=tuple(cfg.get("subjects") or ()),
@@ -401,6 +445,7 @@ class Stream:
         self.expiry_due = 0             # Unix ns the expiry timer fires for
         # Pending message schedules (natsx.jetstream.schedules), with allow_msg_schedules.
         self.scheduling: schedules.MsgScheduling | None = None
+        self.expiry_hold = 0            # no expiry before this (ns): a marker was refused
         self.feeds: list = []           # mirror/sources copying into this stream
         # Go's mset.pubAck prefix (with the domain when the server has one).
         if self.js.domain:
@@ -426,9 +471,9 @@ class Stream:
         self.rtr = SubjectTransform(rp.get("src", ""), rp.get("dest", "")) if rp else None
         # A publish with no Nats- header is stored by ``_on_publish_run`` itself on a
         # stream where process_msg would only check sizes and store: nothing to transform,
-        # republish or test for interest, not sealed.
+        # republish or test for interest, not sealed, not a counter (which refuses it).
         self._plain = (self.itr is None and self.rtr is None and not cfg.get("sealed")
-                       and cfg["retention"] != "interest")
+                       and cfg["retention"] != "interest" and not cfg.get("allow_msg_counter"))
         self._max_msg_size = cfg.get("max_msg_size", -1)
         self._acks = not cfg.get("no_ack")
         self._expires = bool(cfg.get("max_age") or cfg.get("allow_msg_ttl"))
@@ -527,11 +572,12 @@ class Stream:
         if reply and not self.cfg.get("no_ack"):
             self.js.send(self.account.name, reply, None, body)
 
-    def _respond_error(self, reply, err: ApiError) -> None:
+    def _respond_error(self, reply, err: ApiError) -> ApiError:
         if reply and not self.cfg.get("no_ack"):
             body = json.dumps({"error": err.to_json(), "stream": self.name, "seq": 0},
                               separators=(",", ":")).encode()
             self.js.send(self.account.name, reply, None, body)
+        return err
 
     def _on_publish(self, subject: bytes, reply, hdr, payload: bytes, publisher) -> None:
         self._on_publish_run(((None, subject, reply, hdr, payload, publisher, None),))
@@ -613,11 +659,15 @@ class Stream:
                                "stream": self.name, "seq": 0}, separators=(",", ":")).encode()
             self.js.send(self.account.name, reply, None, body, hdr=TOO_MANY_REQUESTS_HDR)
 
-    def process_msg(self, subject: str, reply, hdr, payload: bytes, batch=None,
-                    produced: bool = False) -> None:
-        """Go's processJetStreamMsg for a publish on one of the stream's subjects.
+    def process_msg(self, subject: str, reply, hdr, payload: bytes, batch=None, *,
+                    produced: bool = False, sourced: bool = False):
+        """Go's processJetStreamMsg for a publish on one of the stream's subjects, or
+        (``sourced``) a message a source copies in (natsx.jetstream.sourcing, for counter
+        streams). Returns None when the message was stored (or used up a sequence), else
+        what refused it (an ApiError, or DUPLICATE).
         ``batch``: a message of a committed atomic batch (natsx.jetstream.batching), whose
-        consistency checks are done; the PubAck's tail (``,"batch":...,"count":...}``).
+        consistency checks are done (a counter's increment applied too); the PubAck's tail
+        (``,"batch":...,"count":...}``).
         ``produced``: a message the stream makes itself (a schedule's), which Go hands to
         processJetStreamMsg directly: batch headers it copied do not open a batch."""
         cfg = self.cfg
@@ -630,11 +680,13 @@ class Stream:
         if self.itr is not None:
             subject = self.itr.apply(subject) or subject
         store = self.store
+        counter = cfg.get("allow_msg_counter")
         msgid = ""
         rollup = b""
         ttl = 0
         schedule = None
         scheduler = ""
+        incr = None
         if hdr and batch is not None:
             # Checked with the whole batch at its commit (natsx.jetstream.batching).
             from natsx.jetstream.batching import fields_of
@@ -645,6 +697,10 @@ class Stream:
                 scheduler = schedules.scheduler_to_purge(hdr)
         elif hdr:
             if b"Nats-" in hdr:
+                try:
+                    incr = check_incr(cfg, hdr, payload, sourced)
+                except ApiError as exc:
+                    return self._respond_error(reply, exc)
                 expected = get_header(hdr, b"Nats-Expected-Stream")
                 if expected is not None and expected and expected.decode() != self.name:
                     return self._respond_error(reply, error("JSStreamNotMatchErr"))
@@ -653,11 +709,9 @@ class Stream:
                     try:
                         ttl = parse_ttl(ttl_hdr)
                     except ValueError:
-                        ttl = None
-                    if ttl != 0 and not cfg.get("allow_msg_ttl"):
+                        ttl = None      # refused below, after the limits (as Go does)
+                    if not sourced and ttl and not cfg.get("allow_msg_ttl"):
                         return self._respond_error(reply, error("JSMessageTTLDisabledErr"))
-                    if ttl is None:
-                        return self._respond_error(reply, error("JSMessageTTLInvalidErr"))
                 last_subj_seq = get_header(hdr, b"Nats-Expected-Last-Subject-Sequence")
                 if last_subj_seq is not None:
                     seq_subject = get_header(hdr, b"Nats-Expected-Last-Subject-Sequence-Subject")
@@ -701,7 +755,7 @@ class Stream:
                     if dde is not None:
                         if reply and not cfg.get("no_ack"):
                             self._respond(reply, self._pub_ack + b"%d,\"duplicate\": true}" % dde)
-                        return
+                        return DUPLICATE
                 last_id = get_header(hdr, b"Nats-Expected-Last-Msg-Id")
                 if last_id is not None and last_id and last_id.decode() != self.lmsgid:
                     return self._respond_error(
@@ -715,6 +769,14 @@ class Stream:
                         return self._respond_error(reply, error(
                             "JSStreamRollupFailedF",
                             err=f"rollup value invalid: {json.dumps(rollup.decode())}"))
+        val = None
+        if counter and batch is None:
+            if incr is None:
+                return self._respond_error(reply, error("JSMessageIncrMissingErr"))
+            applied = self._apply_incr(subject, hdr, payload, incr)
+            if isinstance(applied, ApiError):
+                return self._respond_error(reply, applied)
+            hdr, payload, val = applied
         max_size = cfg.get("max_msg_size", -1)
         hl = len(hdr) if hdr else 0
         if max_size >= 0 and (hl > max_size or len(payload) > max_size - hl):
@@ -737,14 +799,16 @@ class Stream:
             seq = store.skip_msg(no_interest=True)
             self._after_store(subject, seq, time.time_ns(), msgid, rollup, reply, stored=False,
                               ack_tail=batch)
-            return
+            return None
+        if ttl is None:
+            return self._respond_error(reply, error("JSMessageTTLInvalidErr"))
         try:
             seq, ts = store.store_msg(subject, hdr or b"", payload, None, ttl or 0)
         except (ErrMaxMsgs, ErrMaxBytes, ErrMaxMsgsPerSubject, ErrMsgTooLarge) as exc:
             return self._respond_error(reply, error("JSStreamStoreFailedF", err=str(exc)))
         except StoreError as exc:
             return self._respond_error(reply, error("JSStreamStoreFailedF", err=str(exc)))
-        self._after_store(subject, seq, ts, msgid, rollup, reply, stored=True,
+        self._after_store(subject, seq, ts, msgid, rollup, reply, stored=True, val=val,
                           scheduler=scheduler, ack_tail=batch)
         if schedule is not None and self.scheduling is not None:
             self.scheduling.add(seq, subject, schedule)
@@ -753,6 +817,64 @@ class Stream:
             self.js.arm_expiry(self, ts + ttl * NS)
         if self.rtr is not None:
             self._republish(subject, seq, ts, hdr, payload, republish_last)
+        return None
+
+    def _apply_incr(self, subject: str, hdr: bytes, payload: bytes, incr: int,
+                    staged=None):
+        """The counter message to store for increment ``incr`` on ``subject`` (Go's
+        processJetStreamMsg, "Apply increment for counter"): (headers, payload, total text),
+        or the ApiError refusing it. A sourced message (it has ``Nats-Stream-Source``)
+        carries its origin's total instead: what is added is its difference with the last
+        total taken from that origin and subject, kept in ``Nats-Counter-Sources``.
+        ``staged``: ``(headers, payload)`` of an atomic batch's earlier message on the
+        subject, which counts as its last (Go's running total of a batch)."""
+        total = 0
+        sources = None
+        if staged is not None:
+            last_hdr, last_payload = staged
+        else:
+            try:
+                last = self.store.load_last_msg(subject)
+                last_hdr, last_payload = last.headers, last.payload
+            except StoreError:
+                last_hdr = last_payload = None
+        if last_payload is not None:
+            text = counter_value(last_payload)
+            if text is None:
+                return error("JSMessageCounterBrokenErr")
+            ncs = slice_header(last_hdr, b"Nats-Counter-Sources")
+            if ncs:
+                sources = counter_sources(ncs)
+                if sources is COUNTER_BROKEN:
+                    return error("JSMessageCounterBrokenErr")
+            total = lenient_int(text)
+        src = slice_header(hdr, b"Nats-Stream-Source")
+        if src:
+            fields = src.decode("utf-8", "surrogateescape").split(" ")
+            origin = fields[0]
+            origin_subject = fields[4] if len(fields) >= 5 else subject
+            text = counter_value(payload)
+            if text is None:
+                return error("JSMessageCounterBrokenErr")
+            value = lenient_int(text)
+            if sources is None:
+                sources = {}
+            per_subject = sources.get(origin)
+            if per_subject is None:
+                per_subject = sources[origin] = {}
+            previous = per_subject.get(origin_subject, "")
+            per_subject[origin_subject] = big_str(value)
+            incr = value - lenient_int(previous)
+            hdr = set_header(hdr, b"Nats-Incr", big_str(incr).encode())
+        total += incr
+        val = big_str(total)
+        payload = counter_payload(val)
+        if sources:
+            hdr = set_header(hdr, b"Nats-Counter-Sources", marshal_sources(sources))
+        max_payload = self.js.server.options.max_payload
+        if len(hdr) > max_payload or len(payload) > max_payload - len(hdr):
+            return error("JSStreamMessageExceedsMaximumErr")
+        return hdr, payload, val
 
     def _republish(self, subject, seq, ts, hdr, payload, last) -> None:
         dest = self.rtr.apply(subject)
@@ -768,7 +890,8 @@ class Stream:
                      hdr=add_headers(hdr or None, pairs))
 
     def _after_store(self, subject, seq, ts, msgid, rollup, reply, *, stored: bool,
-                     scheduler: str = "", ack_tail: bytes | None = None) -> None:
+                     val: str | None = None, scheduler: str = "",
+                     ack_tail: bytes | None = None) -> None:
         self.lmsgid = msgid
         if msgid:
             self.ddmap[msgid] = (seq, ts)
@@ -784,9 +907,15 @@ class Stream:
                 log.warning("JetStream: could not purge schedule %r of stream %r",
                             scheduler, self.name)
         if reply and not self.cfg.get("no_ack"):
-            # JetStream.send, inlined: this runs for every publish.
-            ack = self._pub_ack + b"%d}" % seq if ack_tail is None else \
-                self._pub_ack + b"%d" % seq + ack_tail
+            # JetStream.send, inlined: this runs for every publish. A counter's PubAck
+            # adds its new total (Go: fmt.Sprintf(",\"val\":%q}", ...)); a batch's commit
+            # its id and size.
+            if ack_tail is not None:
+                ack = self._pub_ack + b"%d" % seq + ack_tail
+            elif val is not None:
+                ack = self._pub_ack + b'%d,"val":"%s"}' % (seq, val.encode("ascii"))
+            else:
+                ack = self._pub_ack + b"%d}" % seq
             self.js.outbox.append((self.account.name, reply, None, None, ack, None))
         if stored:
             self.notify_stored(seq, subject)
@@ -928,15 +1057,21 @@ class Stream:
         # that removes it) instead of vanishing; everything else simply goes.
         marker = (b"NATS/1.0\r\nNats-Marker-Reason: MaxAge\r\nNats-TTL: %s\r\n"
                   b"Nats-Rollup: sub\r\n\r\n" % go_duration(sdm).encode())
+        refused = False
         for seq, subject, is_marker in self._due(now):
             try:
                 last = self.store.load_last_msg(subject).seq
             except StoreError:
                 continue
             if last == seq and not is_marker:
-                self.process_msg(subject, None, marker, b"")
+                # A refused marker (a counter stream refuses it, as Go's does: it has no
+                # Nats-Incr) leaves the message in place; Go proposes it again at most
+                # every two seconds (fileStore.shouldProcessSdm), so the expiry waits.
+                if self.process_msg(subject, None, marker, b"") is not None:
+                    refused = True
             else:
                 self.store.remove_msg(seq)
+        self.expiry_hold = now + SDM_RETRY if refused else 0
 
     def _due(self, now: int) -> list:
         """Messages past max_age or their Nats-TTL (a scan: streams with markers only)."""

@@ -138,23 +138,84 @@ def add_headers(hdr: bytes | None, pairs) -> bytes:
     return base + b"".join(k + b": " + v + b"\r\n" for k, v in pairs) + b"\r\n"
 
 
-def remove_header(hdr: bytes | None, key: bytes) -> bytes | None:
+def slice_header(hdr: bytes | None, key: bytes) -> bytes | None:
+    """Go's sliceHeader: the value of the *first* ``key:`` in the block (which must start a
+    line), leading spaces skipped, nothing trimmed at its end; None when absent."""
+    if not hdr:
+        return None
+    i = hdr.find(key + b":")
+    if i < 2 or i >= len(hdr) - 1 or hdr[i - 2:i] != b"\r\n":
+        return None
+    i += len(key) + 1
+    if i >= len(hdr):
+        return None
+    while i < len(hdr) and hdr[i] == 0x20:
+        i += 1
+    end = hdr.find(b"\r\n", i)
+    return hdr[i:] if end < 0 else hdr[i:end]
+
+
+def set_header(hdr: bytes | None, key: bytes, value: bytes) -> bytes:
+    """Go's setHeader: replace the value after the first ``key: `` (up to its ``\\r``), or
+    append ``key: value`` before the block's final CRLF."""
+    hdr = hdr or b""
+    prefix = key + b": "
+    start = hdr.find(prefix)
+    if start >= 0:
+        vstart = start + len(prefix)
+        vend = hdr.find(b"\r", vstart)
+        if vend < 0:
+            return hdr      # malformed
+        return hdr[:vstart] + value + hdr[vend:]
+    if hdr.endswith(b"\r\n"):
+        return hdr[:-2] + prefix + value + b"\r\n\r\n"
+    return hdr + prefix + value + b"\r\n"
+
+
+_EMPTY_HDR = b"NATS/1.0\r\n\r\n"
+
+
+def remove_header_if_present(hdr: bytes | None, key: bytes) -> bytes | None:
+    """Go's removeHeaderIfPresent: drop the line of the first ``key:`` when it starts a
+    line; None when nothing but the empty block is left."""
     if not hdr:
         return hdr
-    lines = hdr.split(b"\r\n")
-    prefix = key + b":"
-    kept = [ln for i, ln in enumerate(lines) if i == 0 or not ln.startswith(prefix)]
-    return b"\r\n".join(kept)
-
-
-def remove_header_prefix(hdr: bytes | None, prefix: bytes) -> bytes | None:
-    """Go's removeHeaderIfPrefixPresent: ``hdr`` without the headers whose name starts with
-    ``prefix``; None when nothing but the status line is left."""
-    if not hdr or prefix not in hdr:
+    start = hdr.find(key + b":")
+    if start < 1 or hdr[start - 1] != 0x0A:
         return hdr
-    lines = hdr.split(b"\r\n")
-    out = b"\r\n".join(ln for i, ln in enumerate(lines) if i == 0 or not ln.startswith(prefix))
-    return out if len(out) > len(b"NATS/1.0\r\n\r\n") else None
+    end = hdr.find(b"\r\n", start)
+    if end < 0:
+        return hdr
+    hdr = hdr[:start] + hdr[end + 2:]
+    return None if len(hdr) <= len(_EMPTY_HDR) else hdr
+
+
+def remove_header_if_prefix_present(hdr: bytes | None, prefix: bytes) -> bytes | None:
+    """Go's removeHeaderIfPrefixPresent: drop the lines starting with ``prefix``, from the
+    first one on, until an occurrence that does not start a line."""
+    index = 0
+    while hdr:
+        if index >= len(hdr):
+            return hdr
+        start = hdr.find(prefix, index)
+        if start < 0:
+            return hdr
+        index = start
+        if index < 1 or hdr[index - 1] != 0x0A:
+            return hdr
+        end = hdr.find(b"\r\n", index + len(prefix))
+        if end < 0:
+            return hdr
+        hdr = hdr[:index] + hdr[end + 2:]
+        if len(hdr) <= len(_EMPTY_HDR):
+            return None
+    return hdr
+
+
+def gen_header(hdr: bytes | None, key: bytes, value: bytes) -> bytes:
+    """Go's genHeader: ``key: value`` appended to the block (or to a new one)."""
+    base = hdr[:-2] if hdr and len(hdr) > 2 else b"NATS/1.0\r\n"
+    return base + key + b": " + value.strip() + b"\r\n\r\n"
 
 
 def status_headers(code: int, description: str, pairs=()) -> bytes:
