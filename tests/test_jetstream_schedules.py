@@ -17,8 +17,6 @@ import contextlib
 import datetime
 import json
 import os
-import signal
-import socket
 import time
 import uuid
 
@@ -26,6 +24,7 @@ import nats
 import pytest
 
 from conftest import NATSX, RunningServer, free_port
+from test_jetstream import kill_hard
 
 pytestmark = pytest.mark.server
 
@@ -392,23 +391,6 @@ def test_update_turns_schedules_on(server):
 
 
 # ------------------------------------------------------------------------------------- restarts
-
-def kill_hard(srv: RunningServer) -> None:
-    """SIGKILL the supervisor and its workers (a crash, not a shutdown)."""
-    try:
-        os.killpg(srv.proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    srv.proc.wait(10)
-    srv._log.close()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", srv.port), timeout=0.2):
-                time.sleep(0.05)
-        except OSError:
-            return
-
 
 @pytest.mark.parametrize("workers,stop", [("1", "term"), ("2", "term"), ("2", "kill")])
 def test_pending_schedules_fire_after_a_restart(tmp_path, workers, stop):

@@ -130,6 +130,25 @@ def test_store_basics(new_store):
         ms.load_msg(2)
 
 
+def test_scan_walks_the_stored_messages_in_order(new_store):
+    ms = new_store()
+    assert list(ms.scan()) == []
+    fill(ms, ["a", "b", "c", "d", "e"])
+    ms.remove_msg(2)
+    assert [sm.seq for sm in ms.scan()] == [1, 3, 4, 5]
+    assert [sm.subject for sm in ms.scan(start=3, last=4)] == ["c", "d"]
+    # The end is the last sequence when the walk starts: what is stored during it is not
+    # visited.
+    seen = []
+    for sm in ms.scan():
+        seen.append(sm.seq)
+        if sm.seq == 1:
+            ms.store_msg("f", b"", b"late")
+    assert seen == [1, 3, 4, 5]
+    ms.purge()
+    assert list(ms.scan()) == []
+
+
 def test_store_msg_headers(new_store):
     # TestMemStoreMsgHeaders
     ms = new_store()

@@ -254,15 +254,7 @@ class MsgScheduling:
 
     def recover(self) -> None:
         """Rebuild the pending schedules from the stored messages, then arm the timer."""
-        store = self.stream.store
-        state = store.state()
-        seq = state.first_seq
-        while state.msgs and seq <= state.last_seq:
-            try:
-                sm, seq = store.load_next_msg("", start=seq)
-            except StoreError:
-                break
-            seq += 1
+        for sm in self.stream.store.scan():
             if sm.headers and SCHEDULE + b":" in sm.headers:
                 ok, when = get_schedule(sm.headers)
                 if ok and when is not None:

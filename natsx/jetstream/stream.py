@@ -532,17 +532,12 @@ class Stream:
         state = self.store.state()
         if not window or not state.msgs:
             return
-        seq = self.store.get_seq_from_time(time.time_ns() - window)
-        while seq <= state.last_seq:
-            try:
-                sm, seq = self.store.load_next_msg("", start=seq)
-            except StoreError:
-                break
+        for sm in self.store.scan(self.store.get_seq_from_time(time.time_ns() - window),
+                                  state.last_seq):
             msgid = get_header(sm.headers, b"Nats-Msg-Id")
             if msgid:
                 self.ddmap[msgid.decode("utf-8", "replace")] = (sm.seq, sm.ts)
                 self.lmsgid = msgid.decode("utf-8", "replace")
-            seq += 1
 
     def start_schedules(self) -> None:
         """With ``allow_msg_schedules``: the pending schedules, rebuilt from the stored
@@ -1011,21 +1006,9 @@ class Stream:
         """An interest stream lost a consumer: drop what no remaining consumer needs."""
         if self.cfg["retention"] == "limits":
             return
-        state = self.store.state()
-        if not state.msgs:
-            return
-        seq = state.first_seq
-        victims = []
-        while seq <= state.last_seq:
-            try:
-                sm, seq = self.store.load_next_msg("", start=seq)
-            except StoreError:
-                break
-            needed = any(c.matches(sm.subject) and c.needs_ack(seq)
-                         for c in self.consumers.values())
-            if not needed:
-                victims.append(seq)
-            seq += 1
+        victims = [sm.seq for sm in self.store.scan()
+                   if not any(c.matches(sm.subject) and c.needs_ack(sm.seq)
+                              for c in self.consumers.values())]
         if victims:
             self.touch()
             for s in victims:
@@ -1076,15 +1059,8 @@ class Stream:
     def _due(self, now: int) -> list:
         """Messages past max_age or their Nats-TTL (a scan: streams with markers only)."""
         max_age = self.cfg.get("max_age", 0)
-        store = self.store
-        state = store.state()
-        due, seq = [], state.first_seq
-        while state.msgs and seq <= state.last_seq:
-            try:
-                sm, seq = store.load_next_msg("", start=seq)
-            except StoreError:
-                break
-            seq += 1
+        due = []
+        for sm in self.store.scan():
             ttl_hdr = get_header(sm.headers, b"Nats-TTL")
             ttl = 0
             if ttl_hdr is not None:

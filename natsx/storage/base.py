@@ -56,6 +56,7 @@ from .types import (
     ErrTooManyResults,
     SimpleState,
     StoreConfig,
+    StoreError,
     StoredMsg,
     StreamState,
 )
@@ -784,6 +785,21 @@ class StreamStore:
         if sm is None:
             raise ErrStoreMsgNotFound()
         return sm
+
+    def scan(self, start: int = 0, last: int = 0):
+        """Every stored message from ``start`` (the first) to ``last`` (the last sequence
+        when the scan starts), in order: the walk recovery and maintenance make."""
+        last = last or self.state().last_seq
+        seq = start
+        while seq <= last:
+            try:
+                sm, seq = self.load_next_msg("", start=seq)
+            except StoreError:
+                return
+            if seq > last:
+                return
+            yield sm
+            seq += 1
 
     @_reader
     def load_next_msg(self, filter_subject: str = "", wc: Optional[bool] = None,
