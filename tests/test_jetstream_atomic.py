@@ -416,23 +416,27 @@ def test_mirror_cannot_use_atomic_publish_and_drops_batch_headers(server):
         await js.add_stream(name=s, subjects=[s], allow_atomic=True)
         ack = await send_batch(nc, "m", [(s, b"1", {}), (s, b"2", {}), (s, b"3", {})])
         assert ack["count"] == 3
+        await js.publish(s, b"4", headers={"Nats-Expected-Stream": s, "X-Keep": "1"})
         with pytest.raises(APIError) as e:
             await js.add_stream(StreamConfig(name=stream_name(0, "M"), allow_atomic=True,
                                              mirror=StreamSource(name=s)))
         assert (e.value.err_code, e.value.description) == (
             10198, "stream mirrors can not also use atomic publishing")
-        # A mirror and a source copy the messages without the batch headers (Go).
+        # A mirror and a source copy the messages without the batch headers, nor the
+        # expected ones (Go).
         m, src = stream_name(0, "M"), stream_name(1, "S")
         await js.add_stream(name=m, mirror=StreamSource(name=s))
         await js.add_stream(name=src, sources=[StreamSource(name=s)])
         for _ in range(100):
-            if (await js.stream_info(m)).state.messages == 3 and \
-                    (await js.stream_info(src)).state.messages == 3:
+            if (await js.stream_info(m)).state.messages == 4 and \
+                    (await js.stream_info(src)).state.messages == 4:
                 break
             await asyncio.sleep(0.05)
         assert not (await js.get_msg(m, 3)).headers
         h = (await js.get_msg(src, 3)).headers
         assert list(h) == ["Nats-Stream-Source"]
+        assert (await js.get_msg(m, 4)).headers == {"X-Keep": "1"}
+        assert sorted((await js.get_msg(src, 4)).headers) == ["Nats-Stream-Source", "X-Keep"]
         await nc.close()
     run(main())
 

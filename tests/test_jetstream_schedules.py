@@ -451,7 +451,8 @@ def test_pending_schedules_fire_after_a_restart(tmp_path, workers, stop):
 def test_go_time_and_ttl_parsing():
     """Go's time.Parse(time.RFC3339) and parseMessageTTL, as getMessageSchedule and
     getMessageScheduleTTL use them (no server)."""
-    from natsx.jetstream.schedules import get_schedule, parse_message_ttl
+    from natsx.jetstream.schedules import get_schedule
+    from natsx.jetstream.util import parse_message_ttl
 
     def sched(value: str):
         return get_schedule(b"NATS/1.0\r\nNats-Schedule: " + value.encode() + b"\r\n\r\n")

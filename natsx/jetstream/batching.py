@@ -61,8 +61,8 @@ import json
 
 from natsx.jetstream import schedules
 from natsx.jetstream.errors import ApiError, error
-from natsx.jetstream.stream import MAX_HEADER_SIZE, check_incr, parse_ttl
-from natsx.jetstream.util import get_header
+from natsx.jetstream.stream import MAX_HEADER_SIZE, check_incr
+from natsx.jetstream.util import get_header, parse_message_ttl
 from natsx.server.trace import go_quote
 from natsx.storage import ErrMaxBytes, ErrMaxMsgs, ErrMaxMsgsPerSubject, ErrMsgTooLarge, StoreError
 from natsx.storage.base import subject_len
@@ -109,7 +109,7 @@ def fields_of(hdr) -> tuple[int, str, bytes]:
     ttl_hdr = get_header(hdr, b"Nats-TTL")
     if ttl_hdr:
         try:
-            ttl = parse_ttl(ttl_hdr)
+            ttl = parse_message_ttl(ttl_hdr)
         except ValueError:
             ttl = 0
     mid = get_header(hdr, b"Nats-Msg-Id")
@@ -296,7 +296,7 @@ class Batches:
             ttl_hdr = get_header(hdr, b"Nats-TTL")
             if ttl_hdr:
                 try:
-                    ttl = parse_ttl(ttl_hdr)
+                    ttl = parse_message_ttl(ttl_hdr)
                 except ValueError:
                     ttl = None
                 if ttl != 0:

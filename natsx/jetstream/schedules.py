@@ -46,7 +46,7 @@ import re
 import time
 
 from natsx.jetstream.errors import error
-from natsx.jetstream.util import (NS, gen_header, is_valid_literal_subject, parse_go_duration,
+from natsx.jetstream.util import (NS, gen_header, is_valid_literal_subject, parse_message_ttl,
                                   remove_header_if_prefix_present, remove_header_if_present,
                                   slice_header, subjects_collide)
 from natsx.storage import StoreError
@@ -125,25 +125,6 @@ def get_schedule(hdr: bytes | None) -> tuple[bool, int | None]:
     except ValueError:
         return False, None
     return True, (None if zero else ns)
-
-
-def parse_message_ttl(value: bytes) -> int:
-    """Go's parseMessageTTL: seconds, -1 for ``never`` (any case); a Go duration of at least
-    a second, or a plain number of seconds. Raises ValueError."""
-    text = value.decode("utf-8", "replace")
-    if text.lower() == "never":
-        return -1
-    try:
-        if text.strip() != text:
-            raise ValueError(text)
-        dur = parse_go_duration(text)
-    except ValueError:
-        if text and text.isascii() and text.isdigit():
-            return int(text)
-        raise ValueError("invalid per-message TTL") from None
-    if dur < NS:
-        raise ValueError("invalid per-message TTL")
-    return dur // NS
 
 
 def get_schedule_ttl(hdr: bytes | None) -> bytes | None:

@@ -422,7 +422,7 @@ class Restore:
 
     @staticmethod
     def _load_messages(stream, records: _Records, state: dict) -> None:
-        from natsx.jetstream.stream import parse_ttl
+        from natsx.jetstream.util import parse_message_ttl
 
         store = stream.store
         stream.touch()
@@ -447,7 +447,7 @@ class Restore:
             raw_ttl = get_header(hdr, b"Nats-TTL") if hdr else None
             if raw_ttl:
                 try:
-                    ttl = parse_ttl(raw_ttl)
+                    ttl = parse_message_ttl(raw_ttl)
                 except ValueError:
                     ttl = 0
             store.store_raw(seq, ts, subject, hdr, payload, ttl)

@@ -393,8 +393,10 @@ class Feed:
             return
         if sm.seq > last + 1:
             store.skip_msgs(last + 1, sm.seq - last - 1)
-        # Go: batching is not carried over by mirroring, its headers go.
-        headers = remove_header_if_prefix_present(sm.headers, b"Nats-Batch-") or b""
+        # Go: a mirror does not check the Nats-Expected- headers (they go) nor carry
+        # batching over (nor its headers).
+        headers = remove_header_if_prefix_present(sm.headers, b"Nats-Expected-")
+        headers = remove_header_if_prefix_present(headers, b"Nats-Batch-") or b""
         try:
             store.store_raw(sm.seq, sm.ts, sm.subject, headers, sm.payload)
         except ErrSequenceMismatch:

@@ -37,8 +37,9 @@ from natsx.jetstream.queues import (TOO_MANY_REQUESTS_HDR, IngestQueue, ingest_l
                                     rate_limit_warn)
 from natsx.jetstream.util import (NS, SubjectTransform, add_headers, get_header, go_duration,
                                   is_subset_match, is_valid_name, is_valid_subject,
-                                  parse_go_duration, rfc3339, set_header, slice_header,
-                                  subject_matches, subjects_collide)
+                                  gen_header, parse_message_ttl, remove_header_if_present,
+                                  rfc3339, set_header, slice_header, subject_matches,
+                                  subjects_collide)
 from natsx.storage import (ErrMaxBytes, ErrMaxMsgs, ErrMaxMsgsPerSubject, ErrMsgTooLarge,
                            StoreConfig, StoreError)
 
@@ -410,21 +411,6 @@ def store_config(cfg: dict) -> StoreConfig:
     )
 
 
-def parse_ttl(value: bytes) -> int:
-    """``Nats-TTL`` in seconds (Go getMessageTTL): a Go duration, a number of seconds or
-    ``never`` (-1). Raises ValueError."""
-    text = value.decode("ascii", "replace").strip()
-    if text == "never":
-        return -1
-    try:
-        ttl = parse_go_duration(text) // NS if not text.isdigit() else int(text)
-    except ValueError:
-        raise
-    if ttl < 1 and text != "0":
-        raise ValueError("invalid per-message TTL")
-    return ttl
-
-
 class Stream:
     """One stream of an account; see the module docstring."""
 
@@ -700,9 +686,9 @@ class Stream:
                 if expected is not None and expected and expected.decode() != self.name:
                     return self._respond_error(reply, error("JSStreamNotMatchErr"))
                 ttl_hdr = get_header(hdr, b"Nats-TTL")
-                if ttl_hdr is not None:
+                if ttl_hdr:     # an empty one is none (Go getMessageTTL)
                     try:
-                        ttl = parse_ttl(ttl_hdr)
+                        ttl = parse_message_ttl(ttl_hdr)
                     except ValueError:
                         ttl = None      # refused below, after the limits (as Go does)
                     if not sourced and ttl and not cfg.get("allow_msg_ttl"):
@@ -797,6 +783,13 @@ class Stream:
             return None
         if ttl is None:
             return self._respond_error(reply, error("JSMessageTTLInvalidErr"))
+        sdm = cfg.get("subject_delete_marker_ttl") or 0
+        if ttl and ttl > 0 and sdm > 0 and cfg["max_msgs_per_subject"] != 1 and ttl < sdm // NS:
+            # A message must outlive the subject's delete markers (Go: else a marker already
+            # there could be missed); with one message a subject there is nothing to miss.
+            ttl = sdm // NS
+            hdr = gen_header(remove_header_if_present(hdr, b"Nats-TTL"), b"Nats-TTL",
+                             b"%d" % ttl)
         try:
             seq, ts = store.store_msg(subject, hdr or b"", payload, None, ttl or 0)
         except (ErrMaxMsgs, ErrMaxBytes, ErrMaxMsgsPerSubject, ErrMsgTooLarge) as exc:
@@ -1065,7 +1058,7 @@ class Stream:
             ttl = 0
             if ttl_hdr is not None:
                 try:
-                    ttl = parse_ttl(ttl_hdr)
+                    ttl = parse_message_ttl(ttl_hdr)
                 except ValueError:
                     ttl = 0
             expired = (ttl > 0 and sm.ts + ttl * NS <= now) or \

@@ -78,6 +78,25 @@ def parse_go_duration(text: str) -> int:
     return sign * int(total)
 
 
+def parse_message_ttl(value: bytes) -> int:
+    """Go's parseMessageTTL (``Nats-TTL``, ``Nats-Schedule-TTL``): seconds, -1 for ``never`` (any case); a Go duration of at least
+    a second, or a plain number of seconds. Raises ValueError."""
+    text = value.decode("utf-8", "replace")
+    if text.lower() == "never":
+        return -1
+    try:
+        if text.strip() != text:
+            raise ValueError(text)
+        dur = parse_go_duration(text)
+    except ValueError:
+        if text and text.isascii() and text.isdigit():
+            return int(text)
+        raise ValueError("invalid per-message TTL") from None
+    if dur < NS:
+        raise ValueError("invalid per-message TTL")
+    return dur // NS
+
+
 def go_duration(ns: int) -> str:
     """Nanoseconds as Go's ``Duration.String()`` (used in a few status texts)."""
     if ns == 0:
