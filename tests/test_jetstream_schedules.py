@@ -287,6 +287,12 @@ def test_publish_errors(server):
             assert await pub(nc, dis, b"", {"Nats-Schedule": "disabled"}) == disabled
             # An empty Nats-Schedule is no schedule at all.
             assert await pub(nc, dis, b"", {"Nats-Schedule": ""}) == {"stream": dis, "seq": 1}
+            # Nor may a client's message ask to purge a "schedule" there (it would purge
+            # any subject): refused, and nothing is purged.
+            assert await pub(nc, dis, b"", {"Nats-Schedule-Next": "purge",
+                                            "Nats-Scheduler": dis}) == disabled
+            assert await pub(nc, dis, b"", {"Nats-Schedule-Next": "later",
+                                            "Nats-Scheduler": dis}) == {"stream": dis, "seq": 2}
 
             assert await pub(nc, f"{nottl}.x", b"", {
                 "Nats-Schedule": due, "Nats-Schedule-Target": f"{nottl}.y",

@@ -162,6 +162,11 @@ def check_publish(cfg: dict, subject: str, hdr: bytes) -> tuple[bytes, int | Non
         raise error("JSMessageSchedulesPatternInvalidErr" if allowed
                     else "JSMessageSchedulesDisabledErr")
     if when is None:
+        if not allowed and slice_header(hdr, SCHEDULE_NEXT) == SCHEDULE_NEXT_PURGE:
+            # What a schedule's message carries to purge its schedule; from a client, on a
+            # stream without schedules, it would purge any subject (deny_purge or not): Go
+            # refuses it since 2.12.x.
+            raise error("JSMessageSchedulesDisabledErr")
         return hdr, None
     if not allowed:
         raise error("JSMessageSchedulesDisabledErr")
