@@ -254,3 +254,54 @@ def test_sources_and_mirrors_across_workers(tmp_path, encrypted, storage):
         run(main())
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("storage", ["file", "memory"])
+def test_a_full_source_target_waits_and_skips_nothing(tmp_path, storage):
+    """A target that refuses a sourced message (full, discard new) is not skipped past it:
+    the source holds and tries that message again (Go's retrySourceConsumerAtSeq), so once
+    room is made every origin message arrives. File origins are read directly, memory ones
+    fed through a consumer: both hold."""
+    workers = 2
+    pick = [f"F{i}" for i in range(40)]
+    origin = next(n for n in pick if stream_owner("$G", n, workers) == 0)
+    target = next(n for n in pick if stream_owner("$G", n, workers) == 1)
+    srv = start(tmp_path, str(tmp_path / "store"), "--workers", str(workers))
+    try:
+        async def main():
+            nc = await connect(srv)
+            await api(nc, f"$JS.API.STREAM.CREATE.{origin}",
+                      {"name": origin, "subjects": ["f.>"], "storage": storage})
+            for i in range(4):
+                await nc.request(f"f.{i}", b"%d" % i, timeout=3)
+            r = await api(nc, f"$JS.API.STREAM.CREATE.{target}", {
+                "name": target, "max_msgs": 2, "discard": "new",
+                "sources": [{"name": origin}]})
+            assert "error" not in r, r
+
+            async def sourced():
+                got = []
+                info = await api(nc, f"$JS.API.STREAM.INFO.{target}")
+                st = info["state"]
+                for seq in range(st["first_seq"], st["last_seq"] + 1):
+                    m = await api(nc, f"$JS.API.STREAM.MSG.GET.{target}", {"seq": seq})
+                    if "message" in m:
+                        got.append(base64.b64decode(m["message"]["data"]))
+                return got
+
+            deadline = time.monotonic() + 10
+            while await sourced() != [b"0", b"1"]:
+                assert time.monotonic() < deadline, await sourced()
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
+            assert await sourced() == [b"0", b"1"]
+            r = await api(nc, f"$JS.API.STREAM.PURGE.{target}", {})
+            assert r["success"] is True
+            deadline = time.monotonic() + 10
+            while await sourced() != [b"2", b"3"]:
+                assert time.monotonic() < deadline, await sourced()
+                await asyncio.sleep(0.1)
+            await nc.close()
+        run(main(), timeout=60)
+    finally:
+        srv.stop()

@@ -35,7 +35,7 @@ from natsx.jetstream.sourcefeed import RETRY, ConsumerLink, external_label
 from natsx.jetstream.util import (SubjectTransform, add_headers, get_header, parse_rfc3339,
                                   remove_header_if_prefix_present, remove_header_if_present,
                                   subject_matches)
-from natsx.storage import ErrSequenceMismatch, StoreError, crypt
+from natsx.storage import ErrMaxBytes, ErrMaxMsgs, ErrSequenceMismatch, StoreError, crypt
 from natsx.storage.lmdbstore import LmdbReader
 
 if TYPE_CHECKING:
@@ -293,7 +293,7 @@ class Feed:
 
     def _copy(self, sm) -> int:
         """Store one origin message in the target (mapped): 1, 0 when filtered out, -1 when
-        the target refused it (a counter stream: then the feed holds there, see _hold)."""
+        the target refused it (the feed then holds there, see _hold)."""
         subject = self._map(sm.subject)
         if subject is None:
             return 0
@@ -310,7 +310,8 @@ class Feed:
         header names the origin, its sequence, the filter, the destination and (2.12) the
         origin subject. A counter stream takes it through its publish checks
         (Stream.process_msg, ``sourced``: Go's path, which adds up the totals); False when
-        it refused it."""
+        it refused it; any other stream stores it as it is, and a refusal of the store (a
+        full stream with discard new) holds the feed as well, nothing is skipped."""
         hdr = sm.headers or None
         if hdr:
             hdr = remove_header_if_present(hdr, b"Nats-Stream-Source")
@@ -320,11 +321,14 @@ class Feed:
                                  f"{self.label} {sm.seq}{self.hdr_tail} {sm.subject}".encode())])
         target = self.target
         if not target.cfg.get("allow_msg_counter"):
-            target.store_sourced(subject, hdr, sm.payload)
-            return True
-        err = target.process_msg(subject, None, hdr, sm.payload, sourced=True)
+            err = target.store_sourced(subject, hdr, sm.payload)
+        else:
+            err = target.process_msg(subject, None, hdr, sm.payload, sourced=True)
         if err is None:
             return True
+        if isinstance(err, (ErrMaxMsgs, ErrMaxBytes)):
+            # A full stream with discard new: Go tries the same message again, quietly.
+            return False
         if isinstance(err, ApiError):
             err = f"{err.description} ({err.err_code})"     # Go's ApiError.Error()
         rate_limit_warn("Error processing inbound source %s for '%s' > '%s': %s" % (

@@ -918,14 +918,16 @@ class Stream:
         if self.expiry_timer is None and self._expires:
             self.js.arm_expiry(self)
 
-    def store_sourced(self, subject: str, hdr: bytes, payload: bytes) -> None:
-        """Append a message copied from a source stream (natsx.jetstream.sourcing)."""
+    def store_sourced(self, subject: str, hdr: bytes, payload: bytes) -> StoreError | None:
+        """Append a message copied from a source stream (natsx.jetstream.sourcing); the
+        store's refusal (the feed then tries the message again, as Go's does)."""
         self.touch()
         try:
             seq, _ts = self.store.store_msg(subject, hdr, payload)
-        except StoreError:
-            return
+        except StoreError as exc:
+            return exc
         self.notify_stored(seq, subject)
+        return None
 
     def _check_msgid(self, msgid: str):
         entry = self.ddmap.get(msgid)
